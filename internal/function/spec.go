@@ -1,0 +1,304 @@
+package function
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/wisp-faas/wisp/internal/errdefs"
+)
+
+// Execution modes.
+const (
+	ModeProcess   = "process"
+	ModeContainer = "container"
+	ModeMicroVM   = "microvm"
+	ModeAuto      = "auto"
+)
+
+// Runtime families. A spec names python3, python3.N, node, nodeN or exec.
+const (
+	RuntimePython = "python3"
+	RuntimeNode   = "node"
+	RuntimeExec   = "exec"
+)
+
+// Network settings.
+const (
+	NetworkNone = "none" // loopback only (default)
+	NetworkHost = "host" // share the host's network namespace
+)
+
+// Defaults applied to fields a spec leaves out.
+const (
+	DefaultTimeout      = 30 * time.Second
+	DefaultMemory       = Size(128 << 20)
+	DefaultCPU          = MilliCPU(1000)
+	DefaultKeepAlive    = 10 * time.Minute
+	DefaultMaxInstances = 20
+	DefaultConcurrency  = 1
+	DefaultPids         = 64
+
+	MinMemory  = Size(16 << 20)
+	MaxTimeout = 24 * time.Hour
+)
+
+// Spec is a function as the user describes it (DESIGN §2, seed 003 §4.2).
+// The zero value is not valid; use Parse or Defaults.
+type Spec struct {
+	Name          string   `yaml:"name" json:"name"`
+	Description   string   `yaml:"description,omitempty" json:"description,omitempty"`
+	Runtime       string   `yaml:"runtime" json:"runtime"`
+	Handler       string   `yaml:"handler" json:"handler"`
+	ExecutionMode string   `yaml:"execution_mode" json:"execution_mode"`
+	Timeout       Duration `yaml:"timeout" json:"timeout"`
+	Memory        Size     `yaml:"memory" json:"memory"`
+	CPU           MilliCPU `yaml:"cpu" json:"cpu"`
+	Pids          int      `yaml:"pids" json:"pids"`
+	KeepAlive     Duration `yaml:"keep_alive" json:"keep_alive"`
+	MaxInstances  int      `yaml:"max_instances" json:"max_instances"`
+	Concurrency   int      `yaml:"concurrency" json:"concurrency"`
+	Network       string   `yaml:"network" json:"network"`
+	Environment   []string `yaml:"environment,omitempty" json:"environment,omitempty"`
+	Dependencies  []string `yaml:"dependencies,omitempty" json:"dependencies,omitempty"`
+	Deterministic bool     `yaml:"deterministic" json:"deterministic"`
+}
+
+// Baseline holds the server-wide defaults for fields a spec leaves out (the
+// system config's execution.default_mode, warm_instance_ttl,
+// process.memory_limit, process.cpu_limit, ...). The zero value of each
+// field means the built-in default.
+type Baseline struct {
+	Mode      string
+	Timeout   time.Duration
+	Memory    Size
+	CPU       MilliCPU
+	Pids      int
+	KeepAlive *time.Duration // nil: DefaultKeepAlive (0 is a valid keep-alive)
+}
+
+// Defaults returns a spec holding the default of every optional field.
+func Defaults(b Baseline) Spec {
+	s := Spec{
+		ExecutionMode: ModeProcess,
+		Timeout:       Duration(DefaultTimeout),
+		Memory:        DefaultMemory,
+		CPU:           DefaultCPU,
+		Pids:          DefaultPids,
+		KeepAlive:     Duration(DefaultKeepAlive),
+		MaxInstances:  DefaultMaxInstances,
+		Concurrency:   DefaultConcurrency,
+		Network:       NetworkNone,
+	}
+	if b.Mode != "" {
+		s.ExecutionMode = b.Mode
+	}
+	if b.Timeout > 0 {
+		s.Timeout = Duration(b.Timeout)
+	}
+	if b.Memory > 0 {
+		s.Memory = b.Memory
+	}
+	if b.CPU > 0 {
+		s.CPU = b.CPU
+	}
+	if b.Pids > 0 {
+		s.Pids = b.Pids
+	}
+	if b.KeepAlive != nil {
+		s.KeepAlive = Duration(*b.KeepAlive)
+	}
+	return s
+}
+
+// Parse decodes a YAML (or JSON, which is YAML) spec over the defaults and
+// validates it. Unknown fields are errors that name the field. A document
+// whose only key is "function" (seed 003 §4.2's layout) is unwrapped.
+func Parse(data []byte, base Baseline) (*Spec, error) {
+	var probe map[string]yaml.Node
+	if err := yaml.Unmarshal(data, &probe); err != nil {
+		return nil, errdefs.Invalidf("check the YAML syntax", "function spec: %v", err)
+	}
+	if len(probe) == 0 {
+		return nil, errdefs.Invalidf("a spec needs at least name, runtime and handler", "function spec is empty")
+	}
+	if inner, ok := probe["function"]; ok && len(probe) == 1 {
+		b, err := yaml.Marshal(&inner)
+		if err != nil {
+			return nil, fmt.Errorf("function spec: %w", err)
+		}
+		data = b
+	}
+	s := Defaults(base)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
+		return nil, errdefs.Invalidf("see the function spec reference in the README for the accepted fields",
+			"function spec: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// ParseJSON decodes a JSON spec over the defaults and validates it.
+func ParseJSON(data []byte, base Baseline) (*Spec, error) {
+	s := Defaults(base)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, errdefs.Invalidf("see the function spec reference in the README for the accepted fields",
+			"function spec: %v", err)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+var (
+	nameRE    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	runtimeRE = regexp.MustCompile(`^(python3(\.[0-9]{1,2})?|node([0-9]{1,2})?|exec)$`)
+	envKeyRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Family returns the runtime family of a runtime name: python3, node or exec.
+func Family(runtime string) string {
+	switch {
+	case strings.HasPrefix(runtime, "python3"):
+		return RuntimePython
+	case strings.HasPrefix(runtime, "node"):
+		return RuntimeNode
+	default:
+		return runtime
+	}
+}
+
+// Validate checks every field and returns the first problem as an ErrInvalid
+// error naming the field and the fix.
+func (s *Spec) Validate() error {
+	bad := func(field, hint, format string, args ...any) error {
+		return errdefs.Invalidf(hint, "field %s: %s", field, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case s.Name == "":
+		return bad("name", "add name: my-function", "is required")
+	case !nameRE.MatchString(s.Name):
+		return bad("name", "use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
+			"%q is not a valid function name", s.Name)
+	case s.Runtime == "":
+		return bad("runtime", "add runtime: python3, node or exec", "is required")
+	case !runtimeRE.MatchString(s.Runtime):
+		return bad("runtime", "use one of python3, python3.11, node, exec", "unknown runtime %q", s.Runtime)
+	case strings.TrimSpace(s.Handler) == "":
+		return bad("handler", "name the handler file (handler.py, handler.js) or, for exec, the command", "is required")
+	}
+	if Family(s.Runtime) != RuntimeExec {
+		clean := path.Clean(s.Handler)
+		if path.IsAbs(clean) || strings.HasPrefix(clean, "../") || clean == ".." || strings.ContainsAny(s.Handler, " \t") {
+			return bad("handler", "give a file path relative to the function directory, like handler.py",
+				"%q is not a relative file path", s.Handler)
+		}
+	}
+	switch s.ExecutionMode {
+	case ModeProcess, ModeContainer, ModeMicroVM, ModeAuto:
+	default:
+		return bad("execution_mode", "use process, container, microvm or auto", "unknown execution mode %q", s.ExecutionMode)
+	}
+	switch {
+	case s.Timeout.D() <= 0:
+		return bad("timeout", "use a positive duration like 30s", "must be positive")
+	case s.Timeout.D() > MaxTimeout:
+		return bad("timeout", "use at most 24h; run longer work asynchronously", "%s is too long", s.Timeout)
+	case s.Memory < MinMemory:
+		return bad("memory", "use at least 16Mi", "%s is too small", s.Memory)
+	case s.CPU <= 0:
+		return bad("cpu", "use a positive quantity like 500m or 1", "must be positive")
+	case s.Pids < 1 || s.Pids > 32768:
+		return bad("pids", "use a number of processes between 1 and 32768", "%d is out of range", s.Pids)
+	case s.MaxInstances < 1 || s.MaxInstances > 10000:
+		return bad("max_instances", "use a number between 1 and 10000", "%d is out of range", s.MaxInstances)
+	case s.Concurrency < 1 || s.Concurrency > 1000:
+		return bad("concurrency", "use a number of requests per instance between 1 and 1000", "%d is out of range", s.Concurrency)
+	}
+	switch s.Network {
+	case NetworkNone, NetworkHost:
+	default:
+		return bad("network", "use none (loopback only) or host", "unknown network %q", s.Network)
+	}
+	for i, e := range s.Environment {
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || !envKeyRE.MatchString(k) {
+			return bad(fmt.Sprintf("environment[%d]", i), "write entries as NAME=value", "%q is not NAME=value", e)
+		}
+	}
+	return nil
+}
+
+// ValidateCode checks the spec against the function's unpacked code in dir:
+// the handler file must exist (for exec, the command's first word, when it is
+// a relative path).
+func (s *Spec) ValidateCode(dir string) error {
+	file := s.Handler
+	if Family(s.Runtime) == RuntimeExec {
+		file = strings.Fields(s.Handler)[0]
+		if filepath.IsAbs(file) {
+			if _, err := os.Stat(file); err != nil {
+				return errdefs.Invalidf("install the program or ship it in the function directory",
+					"field handler: command %q does not exist", file)
+			}
+			return nil
+		}
+		if !strings.Contains(file, "/") {
+			if _, err := os.Stat(filepath.Join(dir, file)); err != nil {
+				// A bare command is looked up on the sandbox's PATH, which is
+				// the host's read-only /usr/bin and /bin.
+				for _, d := range ExecPath {
+					if _, err := os.Stat(filepath.Join(d, file)); err == nil {
+						return nil
+					}
+				}
+				return errdefs.Invalidf("ship the program in the function directory or name one in /usr/bin",
+					"field handler: command %q is neither in the function's code nor on PATH", file)
+			}
+		}
+	}
+	p := filepath.Join(dir, filepath.FromSlash(path.Clean(file)))
+	st, err := os.Stat(p)
+	if err != nil {
+		return errdefs.Invalidf(fmt.Sprintf("put %s next to the spec file, or fix the handler field", file),
+			"field handler: file %q is not in the function's code", file)
+	}
+	if st.IsDir() {
+		return errdefs.Invalidf("name a file, not a directory", "field handler: %q is a directory", file)
+	}
+	if Family(s.Runtime) == RuntimeExec && st.Mode()&0o111 == 0 {
+		return errdefs.Invalidf(fmt.Sprintf("chmod +x %s", file), "field handler: %q is not executable", file)
+	}
+	return nil
+}
+
+// ExecPath is the PATH inside a sandbox, where exec handlers that name a bare
+// command are looked up.
+var ExecPath = []string{"/usr/local/bin", "/usr/bin", "/bin"}
+
+// Env returns the environment as a map.
+func (s *Spec) Env() map[string]string {
+	m := make(map[string]string, len(s.Environment))
+	for _, e := range s.Environment {
+		k, v, _ := strings.Cut(e, "=")
+		m[k] = v
+	}
+	return m
+}

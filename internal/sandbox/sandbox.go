@@ -1,0 +1,92 @@
+// Package sandbox defines the contract every execution mode implements
+// (process, container, microvm): a Backend starts Instances of a function,
+// and an Instance serves calls over one persistent channel to the runtime
+// host inside it. The scheduler owns instances; backends own isolation.
+//
+// Data path: scheduler → Backend.Start (cold) → Instance.Invoke (every call)
+// → runtime host → handle(request).
+package sandbox
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/function"
+)
+
+// Backend is one execution mode.
+type Backend interface {
+	// Name is the execution mode this backend implements ("process").
+	Name() string
+	// Check reports why this mode cannot run on this machine, with the fix
+	// (an errdefs.ErrUnavailable error), or nil.
+	Check(ctx context.Context) error
+	// Start creates and starts one isolated instance of a function and
+	// returns once its runtime host has loaded the handler and is ready for
+	// calls. A handler that fails to load is an errdefs.ErrCrashed error
+	// whose message carries the reason.
+	Start(ctx context.Context, opts StartOptions) (Instance, error)
+	// Cleanup removes what earlier runs of this backend left behind
+	// (sandboxes, cgroups, mounts) after a crash. Called once at startup.
+	Cleanup(ctx context.Context) error
+}
+
+// StartOptions describe the instance to start.
+type StartOptions struct {
+	ID      string         // unique instance id, used for cgroup and log names
+	Spec    *function.Spec // limits, runtime, handler, environment
+	CodeDir string         // unpacked function code on the host, mounted read-only
+	Version string         // code digest, for logs
+}
+
+// Instance is one running sandbox with a runtime host inside.
+type Instance interface {
+	// ID returns the instance id given in StartOptions.
+	ID() string
+	// Invoke sends one call and waits for its response. When ctx ends
+	// first, Invoke returns an errdefs.ErrTimeout error and the instance is
+	// no longer usable (the caller closes it). When the instance dies during
+	// the call, Invoke returns an errdefs.ErrCrashed error that says why
+	// ("memory limit 64Mi exceeded", "exit status 1").
+	Invoke(ctx context.Context, req *Request) (*Response, error)
+	// Done is closed when the instance has died or been closed.
+	Done() <-chan struct{}
+	// Usage reads the instance's resource use from its cgroup.
+	Usage() Usage
+	// Close stops the instance and removes everything it created. It is
+	// safe to call more than once.
+	Close() error
+}
+
+// Request is one call to a function.
+type Request struct {
+	ActivationID string
+	Method       string
+	Path         string // path below /function/{name}, always starting with "/"
+	RawQuery     string
+	Header       http.Header
+	Body         []byte
+}
+
+// Response is what the handler returned. Handler exceptions are responses
+// too (Status 500, Error set, traceback in Logs); only sandbox failures are
+// Invoke errors.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	// Error is the handler's exception message, if it raised one.
+	Error string
+	// Logs is what the handler wrote to stdout and stderr during this call
+	// (and its traceback), truncated to the runtime's log limit.
+	Logs []byte
+}
+
+// Usage is an instance's resource use since it started.
+type Usage struct {
+	CPUTime     time.Duration
+	MemoryBytes int64 // current
+	MemoryPeak  int64 // high-water mark
+	OOMKills    int
+}
