@@ -1,0 +1,17 @@
+// Command wisp is the wisp CLI and server: `wisp serve` runs the platform,
+// the other subcommands talk to it over HTTP. See internal/cli.
+package main
+
+import (
+	"os"
+
+	"github.com/wisp-faas/wisp/internal/cli"
+	"github.com/wisp-faas/wisp/internal/sandbox/process"
+)
+
+func main() {
+	// A sandbox's init process is this binary re-executed inside the new
+	// namespaces; it never returns from here.
+	process.MaybeRunInit()
+	os.Exit(cli.Main())
+}

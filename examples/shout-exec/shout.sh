@@ -1,0 +1,3 @@
+#!/bin/sh
+# Upper-cases whatever it is sent.
+tr '[:lower:]' '[:upper:]'

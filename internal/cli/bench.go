@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/wisp-faas/wisp/internal/bench"
+)
+
+func newBenchCmd(g *globals) *cobra.Command {
+	var o bench.Options
+	var data string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "bench NAME [-n N] [-c C]",
+		Short: "Measure a deployed function's latency percentiles and throughput",
+		Long: `Send N calls with C in flight at once and report latency percentiles
+(cold and warm separately when both occur) and throughput. Deploy the
+function with keep_alive: 0 to measure cold starts.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Function = args[0]
+			if data != "" {
+				o.Body = []byte(data)
+			}
+			if !quiet && !g.jsonOut() {
+				bar := progressbar.NewOptions(o.Requests,
+					progressbar.OptionSetWriter(g.stderr),
+					progressbar.OptionSetDescription("calling "+o.Function),
+					progressbar.OptionShowCount(),
+					progressbar.OptionShowIts(),
+					progressbar.OptionThrottle(100*time.Millisecond),
+					progressbar.OptionClearOnFinish())
+				o.Progress = func(int) { _ = bar.Add(1) }
+				defer bar.Finish()
+			}
+			sum, _, err := bench.Run(cmd.Context(), g.client(o.Concurrency), o)
+			if err != nil {
+				return err
+			}
+			if g.jsonOut() {
+				return g.printJSON(sum)
+			}
+			fmt.Fprintf(g.stdout, "%s: %d calls, concurrency %d, %.0f calls/s, %d errors, %d cold\n",
+				sum.Function, sum.Requests, sum.Concurrency, sum.Throughput, sum.Errors, sum.Cold)
+			tw := g.table("", "N", "MIN", "P50", "P90", "P99", "MAX", "MEAN")
+			row := func(label string, p bench.Percentiles) {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", label, p.N, ms(p.Min), ms(p.P50), ms(p.P90), ms(p.P99), ms(p.Max), ms(p.Mean))
+			}
+			row("all", sum.All)
+			if sum.ColdLatency != nil {
+				row("cold", *sum.ColdLatency)
+			}
+			if sum.WarmLatency != nil {
+				row("warm", *sum.WarmLatency)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if sum.Errors > 0 {
+				fmt.Fprintf(g.stdout, "statuses: %v\n", sum.Statuses)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVarP(&o.Requests, "requests", "n", 1000, "number of calls")
+	cmd.Flags().IntVarP(&o.Concurrency, "concurrency", "c", 1, "calls in flight at once")
+	cmd.Flags().StringVarP(&o.Method, "method", "X", "POST", "HTTP method")
+	cmd.Flags().StringVarP(&data, "data", "d", "", "request body")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
+	return cmd
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.3fms", float64(d.Microseconds())/1000)
+}

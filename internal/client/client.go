@@ -1,0 +1,258 @@
+// Package client is the Go client of wisp's HTTP API, used by the CLI and
+// the benchmark tool. It talks to WISP_URL (default http://127.0.0.1:8080)
+// and sends "Authorization: Bearer $WISP_TOKEN" when a token is set.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/gateway"
+	"github.com/wisp-faas/wisp/internal/store"
+)
+
+// DefaultURL is the server address when WISP_URL is not set.
+const DefaultURL = "http://127.0.0.1:8080"
+
+// Client calls one wisp server.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client for baseURL ("" means DefaultURL). maxConns sizes the
+// connection pool (for load generation); 0 means a small default.
+func New(baseURL, token string, maxConns int) *Client {
+	if baseURL == "" {
+		baseURL = DefaultURL
+	}
+	if maxConns <= 0 {
+		maxConns = 8
+	}
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        maxConns,
+		MaxIdleConnsPerHost: maxConns,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, http: &http.Client{Transport: tr}}
+}
+
+// Error is an error response from the server.
+type Error struct {
+	Status int
+	gateway.ErrorBody
+}
+
+func (e *Error) Error() string {
+	if e.Hint != "" {
+		return fmt.Sprintf("%s (HTTP %d)\nhint: %s", e.ErrorBody.Error, e.Status, e.Hint)
+	}
+	return fmt.Sprintf("%s (HTTP %d)", e.ErrorBody.Error, e.Status)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w (is wisp serve running? set WISP_URL to its address)", method, c.base+path, err)
+	}
+	return resp, nil
+}
+
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	e := &Error{Status: resp.StatusCode}
+	if json.Unmarshal(b, &e.ErrorBody) != nil || e.ErrorBody.Error == "" {
+		e.ErrorBody.Error = strings.TrimSpace(string(b))
+		if e.ErrorBody.Error == "" {
+			e.ErrorBody.Error = resp.Status
+		}
+	}
+	return e
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, v any) error {
+	resp, err := c.do(ctx, http.MethodGet, path, nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return decodeError(resp)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Deploy creates or replaces a function from its spec and packed code (a
+// tar.gz stream; nil for none).
+func (c *Client) Deploy(ctx context.Context, name string, spec []byte, code io.Reader) (*gateway.FunctionView, error) {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		err := func() error {
+			h := textproto.MIMEHeader{}
+			h.Set("Content-Disposition", `form-data; name="spec"; filename="function.yaml"`)
+			h.Set("Content-Type", "application/yaml")
+			p, err := mw.CreatePart(h)
+			if err != nil {
+				return err
+			}
+			if _, err := p.Write(spec); err != nil {
+				return err
+			}
+			if code != nil {
+				h := textproto.MIMEHeader{}
+				h.Set("Content-Disposition", `form-data; name="code"; filename="code.tar.gz"`)
+				h.Set("Content-Type", "application/gzip")
+				p, err := mw.CreatePart(h)
+				if err != nil {
+					return err
+				}
+				if _, err := io.Copy(p, code); err != nil {
+					return err
+				}
+			}
+			return mw.Close()
+		}()
+		pw.CloseWithError(err)
+	}()
+	resp, err := c.do(ctx, http.MethodPut, "/v1/functions/"+url.PathEscape(name), pr, mw.FormDataContentType())
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return nil, decodeError(resp)
+	}
+	var v gateway.FunctionView
+	return &v, json.NewDecoder(resp.Body).Decode(&v)
+}
+
+// List returns every deployed function.
+func (c *Client) List(ctx context.Context) ([]gateway.FunctionView, error) {
+	var v []gateway.FunctionView
+	return v, c.getJSON(ctx, "/v1/functions", &v)
+}
+
+// Get returns one function.
+func (c *Client) Get(ctx context.Context, name string) (*gateway.FunctionView, error) {
+	var v gateway.FunctionView
+	return &v, c.getJSON(ctx, "/v1/functions/"+url.PathEscape(name), &v)
+}
+
+// Delete removes a function.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/functions/"+url.PathEscape(name), nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return decodeError(resp)
+	}
+	return nil
+}
+
+// Activations lists activation records, newest first.
+func (c *Client) Activations(ctx context.Context, f store.ActivationFilter) ([]store.Activation, error) {
+	q := url.Values{}
+	if f.Function != "" {
+		q.Set("function", f.Function)
+	}
+	if f.Limit > 0 {
+		q.Set("limit", fmt.Sprint(f.Limit))
+	}
+	if f.Status != "" {
+		q.Set("status", f.Status)
+	}
+	if f.Before != "" {
+		q.Set("before", f.Before)
+	}
+	var v []store.Activation
+	return v, c.getJSON(ctx, "/v1/activations?"+q.Encode(), &v)
+}
+
+// Activation returns one activation record.
+func (c *Client) Activation(ctx context.Context, id string) (*store.Activation, error) {
+	var v store.Activation
+	return &v, c.getJSON(ctx, "/v1/activations/"+url.PathEscape(id), &v)
+}
+
+// Result is the outcome of one invocation.
+type Result struct {
+	Status       int
+	Header       http.Header
+	Body         []byte
+	ActivationID string
+	Cold         bool
+	Duration     time.Duration // round trip seen by the client
+}
+
+// Invoke calls a function synchronously. A non-2xx status is not an error:
+// the caller inspects Result.Status (the body is the function's or the
+// gateway's JSON error).
+func (c *Client) Invoke(ctx context.Context, name, method, path string, header http.Header, body []byte) (*Result, error) {
+	if method == "" {
+		method = http.MethodPost
+	}
+	p := "/function/" + url.PathEscape(name)
+	if path != "" && path != "/" {
+		p += "/" + strings.TrimPrefix(path, "/")
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+p, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	t0 := time.Now()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("invoke %s: %w (is wisp serve running? set WISP_URL to its address)", name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("invoke %s: read response: %w", name, err)
+	}
+	return &Result{
+		Status:       resp.StatusCode,
+		Header:       resp.Header,
+		Body:         b,
+		ActivationID: resp.Header.Get(gateway.HeaderActivationID),
+		Cold:         resp.Header.Get(gateway.HeaderColdStart) == "true",
+		Duration:     time.Since(t0),
+	}, nil
+}
+
+// Health returns /healthz.
+func (c *Client) Health(ctx context.Context) (*gateway.Health, error) {
+	var h gateway.Health
+	return &h, c.getJSON(ctx, "/healthz", &h)
+}

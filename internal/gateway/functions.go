@@ -1,0 +1,325 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/store"
+)
+
+// Deploy requests are multipart/form-data with a "spec" part (the function
+// spec, YAML or JSON) followed by an optional "code" part (a gzip-compressed
+// tar of the function directory, as `wisp deploy` packs it). A request whose
+// body is just a spec (Content-Type application/json or application/yaml)
+// deploys a function without code (an exec function naming a system
+// command) or, on update, keeps the current code.
+const (
+	PartSpec = "spec"
+	PartCode = "code"
+)
+
+// FunctionView is the API representation of a deployed function.
+type FunctionView struct {
+	Name      string        `json:"name"`
+	Version   int64         `json:"version"`
+	Digest    string        `json:"digest,omitempty"`
+	CodeSize  int64         `json:"code_size"`
+	CreatedAt time.Time     `json:"created_at"`
+	UpdatedAt time.Time     `json:"updated_at"`
+	Spec      function.Spec `json:"spec"`
+	Instances InstanceCount `json:"instances"`
+}
+
+// InstanceCount counts a function's instances by state.
+type InstanceCount struct {
+	Starting int `json:"starting"`
+	Idle     int `json:"idle"`
+	Busy     int `json:"busy"`
+	Queued   int `json:"queued"`
+}
+
+func (g *Gateway) view(rec *store.FunctionRecord) FunctionView {
+	v := FunctionView{Name: rec.Spec.Name, Version: rec.Version, Digest: rec.CodeDigest, CodeSize: rec.CodeSize,
+		CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, Spec: rec.Spec}
+	for _, st := range g.sched.Stats() {
+		if st.Function == rec.Spec.Name {
+			v.Instances = InstanceCount{Starting: st.Starting, Idle: st.Idle, Busy: st.Busy, Queued: st.Queued}
+		}
+	}
+	return v
+}
+
+func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request) {
+	recs, err := g.store.ListFunctions(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]FunctionView, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, g.view(rec))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request) {
+	rec, err := g.store.GetFunction(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, g.view(rec))
+}
+
+func (g *Gateway) createFunction(w http.ResponseWriter, r *http.Request) {
+	g.deploy(w, r, "", true)
+}
+
+func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
+	g.deploy(w, r, r.PathValue("name"), false)
+}
+
+func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	g.deployMu.Lock()
+	defer g.deployMu.Unlock()
+	if err := g.store.DeleteFunction(r.Context(), name); err != nil {
+		writeError(w, err)
+		return
+	}
+	g.catalog.remove(name)
+	g.sched.Forget(name)
+	g.metrics.Forget(name)
+	g.gc(r.Context())
+	g.log.Info("function deleted", "function", name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// deploy handles create (POST, must not exist) and create-or-replace (PUT).
+// Nothing is stored unless every check passes: a code blob uploaded for a
+// deploy that fails validation is garbage-collected before the response.
+func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string, createOnly bool) {
+	ctx := r.Context()
+	r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxCodeSize+1<<20)
+	g.deployMu.Lock()
+	defer g.deployMu.Unlock()
+
+	rec, err := g.readDeploy(ctx, r, urlName)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			err = errdefs.New(errdefs.ErrTooLarge, "add a .wispignore for files the function does not need, or raise store.max_code_size",
+				"code archive exceeds the limit of %d bytes", g.cfg.MaxCodeSize)
+		}
+		g.gc(ctx)
+		writeError(w, fmt.Errorf("deploy: %w", err))
+		return
+	}
+	var stored *store.FunctionRecord
+	if createOnly {
+		stored, err = g.store.CreateFunction(ctx, rec)
+	} else {
+		stored, err = g.store.PutFunction(ctx, rec)
+	}
+	if err != nil {
+		g.gc(ctx)
+		writeError(w, fmt.Errorf("deploy %s: %w", rec.Spec.Name, err))
+		return
+	}
+	t, err := targetFor(ctx, g.store, stored)
+	if err != nil {
+		writeError(w, fmt.Errorf("deploy %s: %w", rec.Spec.Name, err))
+		return
+	}
+	g.catalog.set(t)
+	g.sched.Forget(stored.Spec.Name) // retire the old version's pool; its calls in flight finish
+	g.gc(ctx)
+	g.log.Info("function deployed", "function", stored.Spec.Name, "version", stored.Version, "digest", stored.CodeDigest)
+	status := http.StatusOK
+	if stored.Version == 1 {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, g.view(stored))
+}
+
+// readDeploy parses and validates a deploy request into a record ready to
+// store.
+func (g *Gateway) readDeploy(ctx context.Context, r *http.Request, urlName string) (*store.FunctionRecord, error) {
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return nil, errdefs.Invalidf("send multipart/form-data with a spec part and a code part (wisp deploy does)",
+			"missing or invalid Content-Type: %v", err)
+	}
+	var specData []byte
+	var code io.Reader
+	var mr *multipart.Reader
+	isJSON := false
+	switch mt {
+	case "multipart/form-data":
+		mr = multipart.NewReader(r.Body, params["boundary"])
+		p, err := mr.NextPart()
+		if err != nil || p.FormName() != PartSpec {
+			return nil, errdefs.Invalidf("put the spec part first, then the code part",
+				"deploy request: first part must be %q", PartSpec)
+		}
+		isJSON = strings.Contains(p.Header.Get("Content-Type"), "json")
+		if specData, err = io.ReadAll(io.LimitReader(p, 1<<20)); err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		}
+		if p, err = mr.NextPart(); err == nil {
+			if p.FormName() != PartCode {
+				return nil, errdefs.Invalidf("send only spec and code parts", "deploy request: unexpected part %q", p.FormName())
+			}
+			code = p
+		} else if err != io.EOF {
+			return nil, errdefs.Invalidf("resend the request", "deploy request: %v", err)
+		}
+	case "application/json", "application/yaml", "application/x-yaml", "text/yaml":
+		isJSON = mt == "application/json"
+		if specData, err = io.ReadAll(io.LimitReader(r.Body, 1<<20)); err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		}
+	default:
+		return nil, errdefs.Invalidf("send multipart/form-data with a spec part and a code part (wisp deploy does)",
+			"unsupported Content-Type %q", mt)
+	}
+
+	var spec *function.Spec
+	if isJSON {
+		spec, err = function.ParseJSON(specData, g.cfg.Baseline)
+	} else {
+		spec, err = function.Parse(specData, g.cfg.Baseline)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if urlName != "" && spec.Name != urlName {
+		return nil, errdefs.Invalidf("make the URL and the spec's name agree",
+			"field name: spec names %q but the URL names %q", spec.Name, urlName)
+	}
+	if err := g.checkSpec(spec); err != nil {
+		return nil, err
+	}
+	rec := &store.FunctionRecord{Spec: *spec}
+	if code != nil {
+		digest, size, err := g.store.PutCode(ctx, code)
+		if err != nil {
+			return nil, err
+		}
+		rec.CodeDigest, rec.CodeSize = digest, size
+	} else if old, err := g.store.GetFunction(ctx, spec.Name); err == nil {
+		rec.CodeDigest, rec.CodeSize = old.CodeDigest, old.CodeSize
+	}
+	dir := ""
+	if rec.CodeDigest != "" {
+		if dir, err = g.store.CodeDir(ctx, rec.CodeDigest); err != nil {
+			return nil, err
+		}
+	} else if function.Family(spec.Runtime) != function.RuntimeExec {
+		return nil, errdefs.Invalidf("deploy with wisp deploy -f function.yaml, which uploads the directory holding the spec",
+			"function %s has no code: %s functions need their handler file", spec.Name, spec.Runtime)
+	}
+	if err := spec.ValidateCode(dir); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// checkSpec checks what only the server knows: is the mode available, can
+// the runtime run here.
+func (g *Gateway) checkSpec(spec *function.Spec) error {
+	mode := spec.ExecutionMode
+	if mode == function.ModeAuto {
+		mode = function.ModeProcess
+	}
+	why, ok := g.cfg.Modes[mode]
+	if !ok {
+		return errdefs.Invalidf("use execution_mode: process",
+			"field execution_mode: %s is not supported by this wisp server yet", mode)
+	}
+	if why != nil {
+		return errdefs.WithHint(fmt.Errorf("field execution_mode: %s is not available on this node: %w", mode, why),
+			errdefs.Hint(why))
+	}
+	if len(spec.Dependencies) > 0 {
+		return errdefs.Invalidf("vendor them into the function directory (pip install -t . PACKAGE, or npm install) and remove dependencies from the spec",
+			"field dependencies: this node cannot install packages at deploy time")
+	}
+	if g.cfg.CheckRuntime != nil {
+		if err := g.cfg.CheckRuntime(spec); err != nil {
+			return fmt.Errorf("field runtime: %w", err)
+		}
+	}
+	return nil
+}
+
+// gc removes code no deployed function references.
+func (g *Gateway) gc(ctx context.Context) {
+	if _, err := g.store.GCCode(ctx, g.catalog.digests()); err != nil {
+		g.log.Warn("code garbage collection", "err", err)
+	}
+}
+
+func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.ActivationFilter{Function: q.Get("function"), Before: q.Get("before"), Status: q.Get("status")}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			writeError(w, errdefs.Invalidf("use a positive number", "limit %q is not a positive number", s))
+			return
+		}
+		f.Limit = n
+	}
+	acts, err := g.store.ListActivations(r.Context(), f)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if acts == nil {
+		acts = []*store.Activation{}
+	}
+	writeJSON(w, http.StatusOK, acts)
+}
+
+func (g *Gateway) getActivation(w http.ResponseWriter, r *http.Request) {
+	a, err := g.store.GetActivation(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+// Health is the /healthz body.
+type Health struct {
+	Status    string            `json:"status"`
+	Version   string            `json:"version"`
+	Modes     map[string]string `json:"modes"`
+	Functions int               `json:"functions"`
+}
+
+func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request) {
+	h := Health{Status: "ok", Version: g.cfg.Version, Modes: map[string]string{}}
+	for m, err := range g.cfg.Modes {
+		if err != nil {
+			h.Modes[m] = err.Error()
+		} else {
+			h.Modes[m] = "ready"
+		}
+	}
+	g.catalog.mu.RLock()
+	h.Functions = len(g.catalog.targets)
+	g.catalog.mu.RUnlock()
+	writeJSON(w, http.StatusOK, h)
+}

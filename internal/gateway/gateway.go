@@ -1,0 +1,227 @@
+// Package gateway is wisp's HTTP front door: the synchronous invocation
+// routes (/function/{name}), the management API (/v1/functions,
+// /v1/activations), /healthz and /metrics. It validates and limits requests,
+// resolves a function to its deployed version through an in-memory catalog
+// (so the call path never touches the database), hands the call to the
+// scheduler, records an activation for every call, and maps error kinds to
+// HTTP statuses in exactly one place (statusFor).
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/sandbox"
+	"github.com/wisp-faas/wisp/internal/scheduler"
+	"github.com/wisp-faas/wisp/internal/store"
+	"github.com/wisp-faas/wisp/internal/telemetry"
+)
+
+// Store is what the gateway needs from the registry and activation store.
+type Store interface {
+	CreateFunction(ctx context.Context, rec *store.FunctionRecord) (*store.FunctionRecord, error)
+	PutFunction(ctx context.Context, rec *store.FunctionRecord) (*store.FunctionRecord, error)
+	GetFunction(ctx context.Context, name string) (*store.FunctionRecord, error)
+	ListFunctions(ctx context.Context) ([]*store.FunctionRecord, error)
+	DeleteFunction(ctx context.Context, name string) error
+	PutCode(ctx context.Context, r io.Reader) (digest string, size int64, err error)
+	CodeDir(ctx context.Context, digest string) (string, error)
+	GCCode(ctx context.Context, keep []string) (store.GCResult, error)
+	RecordActivation(a *store.Activation)
+	GetActivation(ctx context.Context, id string) (*store.Activation, error)
+	ListActivations(ctx context.Context, f store.ActivationFilter) ([]*store.Activation, error)
+}
+
+// Scheduler is what the gateway needs from the scheduler.
+type Scheduler interface {
+	Invoke(ctx context.Context, t *scheduler.Target, req *sandbox.Request) (*scheduler.Result, error)
+	Forget(name string)
+	Stats() []scheduler.Stats
+}
+
+// RuntimeChecker reports whether a spec's runtime can run on this node (for
+// example, that its interpreter is installed).
+type RuntimeChecker func(spec *function.Spec) error
+
+// Config holds the gateway's settings.
+type Config struct {
+	MaxBodySize  int64             // request body limit for invocations (413 beyond)
+	MaxCodeSize  int64             // deploy upload limit (the store enforces it too)
+	Baseline     function.Baseline // defaults for fields a spec leaves out
+	Modes        map[string]error  // execution modes on this node: nil = ready, else why not
+	CheckRuntime RuntimeChecker
+	Version      string
+}
+
+// Gateway serves wisp's HTTP API.
+type Gateway struct {
+	cfg     Config
+	store   Store
+	sched   Scheduler
+	metrics *telemetry.Metrics
+	log     *slog.Logger
+	mux     *http.ServeMux
+
+	deployMu sync.Mutex // serialises deploys and deletes (store + catalog + pools)
+	catalog  catalog
+}
+
+// New builds the gateway and loads the catalog of deployed functions.
+func New(ctx context.Context, cfg Config, st Store, sch Scheduler, m *telemetry.Metrics, log *slog.Logger) (*Gateway, error) {
+	g := &Gateway{cfg: cfg, store: st, sched: sch, metrics: m, log: log, mux: http.NewServeMux()}
+	if err := g.catalog.load(ctx, st); err != nil {
+		return nil, fmt.Errorf("load function catalog: %w", err)
+	}
+	g.routes()
+	return g, nil
+}
+
+func (g *Gateway) routes() {
+	g.mux.HandleFunc("/function/{name}", g.invoke)
+	g.mux.HandleFunc("/function/{name}/{rest...}", g.invoke)
+	g.mux.HandleFunc("GET /v1/functions", g.listFunctions)
+	g.mux.HandleFunc("POST /v1/functions", g.createFunction)
+	g.mux.HandleFunc("GET /v1/functions/{name}", g.getFunction)
+	g.mux.HandleFunc("PUT /v1/functions/{name}", g.putFunction)
+	g.mux.HandleFunc("DELETE /v1/functions/{name}", g.deleteFunction)
+	g.mux.HandleFunc("GET /v1/activations", g.listActivations)
+	g.mux.HandleFunc("GET /v1/activations/{id}", g.getActivation)
+	g.mux.HandleFunc("GET /healthz", g.healthz)
+	g.mux.Handle("GET /metrics", g.metrics.Handler())
+	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errdefs.New(errdefs.ErrNotFound, "see the HTTP API section of the README for the routes",
+			"no route for %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+
+// statusFor maps an error kind to its HTTP status. It is the only place that
+// does so.
+func statusFor(err error) int {
+	switch {
+	case errors.Is(err, errdefs.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, errdefs.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, errdefs.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, errdefs.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errdefs.ErrLimit):
+		return http.StatusTooManyRequests
+	case errors.Is(err, errdefs.ErrCrashed):
+		return http.StatusBadGateway
+	case errors.Is(err, errdefs.ErrTimeout):
+		return http.StatusGatewayTimeout
+	case errors.Is(err, errdefs.ErrUnavailable):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Hint  string `json:"hint,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	status := statusFor(err)
+	if status == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, ErrorBody{Error: err.Error(), Hint: errdefs.Hint(err)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encode response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// catalog maps function names to their deployed version. Guarded by mu.
+type catalog struct {
+	mu      sync.RWMutex
+	targets map[string]*scheduler.Target
+}
+
+func (c *catalog) load(ctx context.Context, st Store) error {
+	recs, err := st.ListFunctions(ctx)
+	if err != nil {
+		return err
+	}
+	m := make(map[string]*scheduler.Target, len(recs))
+	for _, rec := range recs {
+		t, err := targetFor(ctx, st, rec)
+		if err != nil {
+			return err
+		}
+		m[rec.Spec.Name] = t
+	}
+	c.mu.Lock()
+	c.targets = m
+	c.mu.Unlock()
+	return nil
+}
+
+func targetFor(ctx context.Context, st Store, rec *store.FunctionRecord) (*scheduler.Target, error) {
+	spec := rec.Spec
+	t := &scheduler.Target{Name: spec.Name, Version: rec.Version, Digest: rec.CodeDigest, Spec: &spec}
+	if rec.CodeDigest != "" {
+		dir, err := st.CodeDir(ctx, rec.CodeDigest)
+		if err != nil {
+			return nil, fmt.Errorf("function %s: %w", spec.Name, err)
+		}
+		t.CodeDir = dir
+	}
+	return t, nil
+}
+
+func (c *catalog) get(name string) *scheduler.Target {
+	c.mu.RLock()
+	t := c.targets[name]
+	c.mu.RUnlock()
+	return t
+}
+
+func (c *catalog) set(t *scheduler.Target) {
+	c.mu.Lock()
+	c.targets[t.Name] = t
+	c.mu.Unlock()
+}
+
+func (c *catalog) remove(name string) {
+	c.mu.Lock()
+	delete(c.targets, name)
+	c.mu.Unlock()
+}
+
+func (c *catalog) digests() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]string, 0, len(c.targets))
+	for _, t := range c.targets {
+		if t.Digest != "" {
+			out = append(out, t.Digest)
+		}
+	}
+	return out
+}
+
+func since(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

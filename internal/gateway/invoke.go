@@ -1,0 +1,222 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/sandbox"
+	"github.com/wisp-faas/wisp/internal/scheduler"
+	"github.com/wisp-faas/wisp/internal/store"
+)
+
+// Response headers set on every invocation.
+const (
+	HeaderActivationID = "X-Wisp-Activation-Id"
+	HeaderColdStart    = "X-Wisp-Cold-Start"
+	HeaderDurationMs   = "X-Wisp-Duration-Ms"
+)
+
+// Activation statuses.
+const (
+	StatusSuccess  = "success"
+	StatusError    = "error"
+	StatusTimeout  = "timeout"
+	StatusCrashed  = "crashed"
+	StatusRejected = "rejected"
+)
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// hopHeaders are not passed to functions.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Authorization"}
+
+func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
+	arrived := time.Now()
+	name := r.PathValue("name")
+	id := store.NewActivationID()
+	w.Header().Set(HeaderActivationID, id)
+
+	t := g.catalog.get(name)
+	if t == nil {
+		g.finish(w, r, nil, id, name, arrived, nil, errdefs.New(errdefs.ErrNotFound,
+			"wisp ls lists deployed functions; deploy one with wisp deploy -f function.yaml",
+			"function %q not found", name))
+		return
+	}
+
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	if r.ContentLength > g.cfg.MaxBodySize {
+		g.finish(w, r, t, id, name, arrived, nil, tooLarge(r.ContentLength, g.cfg.MaxBodySize))
+		return
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodySize)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			err = tooLarge(-1, g.cfg.MaxBodySize)
+		} else {
+			err = errdefs.WithHint(fmt.Errorf("read request body: %v: %w", err, errdefs.ErrInvalid), "resend the request")
+		}
+		g.finish(w, r, t, id, name, arrived, nil, err)
+		return
+	}
+
+	header := r.Header.Clone()
+	for _, h := range hopHeaders {
+		header.Del(h)
+	}
+	path := "/" + r.PathValue("rest")
+	req := &sandbox.Request{
+		ActivationID: id,
+		Method:       r.Method,
+		Path:         path,
+		RawQuery:     r.URL.RawQuery,
+		Header:       header,
+		Body:         buf.Bytes(),
+	}
+	// The function's timeout bounds the whole call. A client that hangs up
+	// does not cancel it: the call finishes and is recorded, and the
+	// instance stays warm.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), t.Spec.Timeout.D())
+	res, err := g.sched.Invoke(ctx, t, req)
+	cancel()
+	g.finish(w, r, t, id, name, arrived, res, err)
+	if err == nil && buf.Cap() <= 1<<20 {
+		// After an error the instance may still hold the body; let it go.
+		bufPool.Put(buf)
+	}
+}
+
+func tooLarge(n, limit int64) error {
+	msg := fmt.Sprintf("request body exceeds the limit of %d bytes", limit)
+	if n > 0 {
+		msg = fmt.Sprintf("request body of %d bytes exceeds the limit of %d bytes", n, limit)
+	}
+	return errdefs.New(errdefs.ErrTooLarge, "send a smaller body, or raise gateway.max_body_size in the server config", "%s", msg)
+}
+
+// finish writes the response, records the activation and the metrics.
+func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, t *scheduler.Target, id, name string,
+	arrived time.Time, res *scheduler.Result, err error) {
+	if t == nil {
+		// Unknown functions get no activation record or metric series, so
+		// arbitrary names cannot grow either.
+		writeError(w, err)
+		return
+	}
+	cold := res != nil && res.Cold
+	h := w.Header()
+	h.Set(HeaderColdStart, strconv.FormatBool(cold))
+
+	act := &store.Activation{
+		ID:        id,
+		Function:  name,
+		Start:     arrived,
+		ColdStart: cold,
+	}
+	act.Version = t.Version
+	if res != nil {
+		act.InstanceID = res.InstanceID
+		act.Timings = map[string]float64{
+			"queue_ms": ms(res.Timings.Queue),
+			"exec_ms":  ms(res.Timings.Exec),
+		}
+		if res.Cold {
+			act.Timings["start_ms"] = ms(res.Timings.Start)
+		}
+	}
+
+	status := http.StatusOK
+	var resp *sandbox.Response
+	if res != nil {
+		resp = res.Response
+	}
+	switch {
+	case err != nil:
+		status = statusFor(err)
+		act.Status = activationStatus(err)
+		act.Error, act.Hint = err.Error(), errdefs.Hint(err)
+		if resp != nil {
+			act.Logs = string(resp.Logs)
+		}
+		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+		writeError(w, err)
+	case resp.Error != "":
+		status = resp.Status
+		if status < 500 {
+			status = http.StatusInternalServerError
+		}
+		act.Status = StatusError
+		act.Error = fmt.Sprintf("function %s raised %s", name, resp.Error)
+		act.Hint = fmt.Sprintf("wisp logs %s shows the traceback", name)
+		act.Logs = string(resp.Logs)
+		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+		writeJSON(w, status, ErrorBody{Error: act.Error, Hint: act.Hint})
+	default:
+		status = resp.Status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		act.Status = StatusSuccess
+		if status >= 500 {
+			act.Status = StatusError
+		}
+		act.Logs = string(resp.Logs)
+		act.Result = resp.Body
+		act.ResponseBytes = int64(len(resp.Body))
+		for k, vs := range resp.Header {
+			h[k] = vs
+		}
+		if h.Get("Content-Type") == "" {
+			h.Set("Content-Type", "application/octet-stream")
+		}
+		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+		w.WriteHeader(status)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(resp.Body)
+		}
+	}
+	dur := time.Since(arrived)
+	act.StatusCode = status
+	act.DurationMs = ms(dur)
+	if r.ContentLength > 0 {
+		act.RequestBytes = r.ContentLength
+	}
+	g.store.RecordActivation(act)
+	g.metrics.Invocation(name, act.Status, cold, status, dur)
+	if act.Status != StatusSuccess {
+		g.log.Info("invocation failed", "function", name, "activation", id, "status", status,
+			"outcome", act.Status, "err", act.Error)
+	}
+}
+
+func activationStatus(err error) string {
+	switch {
+	case errors.Is(err, errdefs.ErrTimeout):
+		return StatusTimeout
+	case errors.Is(err, errdefs.ErrCrashed):
+		return StatusCrashed
+	case errors.Is(err, errdefs.ErrLimit), errors.Is(err, errdefs.ErrUnavailable),
+		errors.Is(err, errdefs.ErrNotFound), errors.Is(err, errdefs.ErrTooLarge), errors.Is(err, errdefs.ErrInvalid):
+		return StatusRejected
+	default:
+		return StatusError
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func fmtMs(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64)
+}
+
+var _ io.Reader = (*bytes.Buffer)(nil)

@@ -1,0 +1,319 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/sandbox"
+)
+
+// Config holds the scheduler's node-wide limits (system config, execution
+// section).
+type Config struct {
+	// MaxConcurrent bounds calls in flight across all functions
+	// (execution.max_concurrent_functions). 0 means unlimited.
+	MaxConcurrent int
+	// ColdStartTimeout bounds how long an instance may take to become ready
+	// (execution.cold_start_timeout).
+	ColdStartTimeout time.Duration
+	// MaxQueue bounds each function's wait queue (execution.max_queue).
+	MaxQueue int
+	// QueueTimeout bounds how long a call waits in the queue before it is
+	// refused with 429 (execution.queue_timeout).
+	QueueTimeout time.Duration
+	// EvictInterval is how often idle instances are checked against their
+	// keep_alive. Default 1s.
+	EvictInterval time.Duration
+}
+
+// Target is one deployed version of a function: what to run.
+type Target struct {
+	Name    string
+	Version int64
+	Digest  string // code digest
+	Spec    *function.Spec
+	CodeDir string
+}
+
+// Timings are the stages of one call, in the order they happen.
+type Timings struct {
+	Queue time.Duration // waiting for a free instance (includes a cold start it waited for)
+	Start time.Duration // creating the instance that served the call, if it was cold
+	Exec  time.Duration // the call inside the instance
+}
+
+// Result is the outcome of a call that reached an instance.
+type Result struct {
+	Response   *sandbox.Response
+	Cold       bool
+	InstanceID string
+	Timings    Timings
+	Usage      sandbox.Usage // the serving instance's usage after the call
+}
+
+// Observer receives pool events for metrics. All methods must be cheap and
+// safe for concurrent use; nil fields are skipped.
+type Observer struct {
+	InstanceStarted func(function string, mode string, d time.Duration, err error)
+	InstanceStopped func(function string, reason string)
+	// InstancesChanged reports the count of instances per state for one
+	// function after a change ("starting", "idle", "busy").
+	InstancesChanged func(function string, starting, idle, busy int)
+}
+
+// Scheduler routes calls to per-function pools.
+type Scheduler struct {
+	cfg      Config
+	backends map[string]sandbox.Backend
+	log      *slog.Logger
+	obs      Observer
+
+	global chan struct{} // semaphore of MaxConcurrent slots; nil when unlimited
+
+	mu     sync.Mutex
+	pools  map[string]*pool // by function name: the live version
+	closed bool
+
+	stop     chan struct{}
+	bg       sync.WaitGroup // janitor and instance starts/closes
+	inflight sync.WaitGroup
+	seq      atomic.Uint64
+}
+
+// New returns a scheduler over the given backends (keyed by mode name).
+func New(cfg Config, backends map[string]sandbox.Backend, log *slog.Logger, obs Observer) *Scheduler {
+	if cfg.ColdStartTimeout <= 0 {
+		cfg.ColdStartTimeout = 30 * time.Second
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = 10 * time.Second
+	}
+	if cfg.MaxQueue < 0 {
+		cfg.MaxQueue = 0
+	}
+	if cfg.EvictInterval <= 0 {
+		cfg.EvictInterval = time.Second
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Scheduler{
+		cfg:      cfg,
+		backends: backends,
+		log:      log,
+		obs:      obs,
+		pools:    make(map[string]*pool),
+		stop:     make(chan struct{}),
+	}
+	if cfg.MaxConcurrent > 0 {
+		s.global = make(chan struct{}, cfg.MaxConcurrent)
+	}
+	s.bg.Add(1)
+	go s.janitor()
+	return s
+}
+
+// ErrClosed is returned by Invoke after Close has begun.
+var ErrClosed = errdefs.WithHint(fmt.Errorf("server is shutting down: %w", errdefs.ErrUnavailable),
+	"retry against another node or after the restart")
+
+// Invoke runs one call of target. ctx bounds the whole call (queue, cold
+// start wait and execution); its deadline is the function's timeout.
+func (s *Scheduler) Invoke(ctx context.Context, t *Target, req *sandbox.Request) (*Result, error) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	p, err := s.poolFor(t)
+	if err != nil {
+		return nil, err
+	}
+	arrived := time.Now()
+	if s.global != nil {
+		select {
+		case s.global <- struct{}{}:
+		default:
+			if err := s.waitGlobal(ctx, t.Name); err != nil {
+				return nil, err
+			}
+		}
+		defer func() { <-s.global }()
+	}
+	l, err := p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Cold: l.cold, InstanceID: l.inst.inst.ID()}
+	res.Timings.Queue = time.Since(arrived)
+	if l.cold {
+		res.Timings.Start = l.inst.startDur
+	}
+	execStart := time.Now()
+	resp, err := l.inst.inst.Invoke(ctx, req)
+	res.Timings.Exec = time.Since(execStart)
+	res.Response = resp
+	p.release(l, err)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			err = timeoutError(t, err)
+		}
+		return res, fmt.Errorf("invoke %s: %w", t.Name, err)
+	}
+	res.Usage = l.inst.inst.Usage()
+	return res, nil
+}
+
+func timeoutError(t *Target, err error) error {
+	if errors.Is(err, errdefs.ErrTimeout) {
+		return err
+	}
+	return errdefs.WithHint(fmt.Errorf("function %s ran past its timeout of %s: %w", t.Name, t.Spec.Timeout, errdefs.ErrTimeout),
+		"raise timeout in the function spec or make the handler faster")
+}
+
+func (s *Scheduler) waitGlobal(ctx context.Context, name string) error {
+	timer := time.NewTimer(s.cfg.QueueTimeout)
+	defer timer.Stop()
+	select {
+	case s.global <- struct{}{}:
+		return nil
+	case <-timer.C:
+		return errdefs.WithHint(fmt.Errorf("function %s: node is at its limit of %d concurrent calls: %w",
+			name, s.cfg.MaxConcurrent, errdefs.ErrLimit), "retry later or raise execution.max_concurrent_functions")
+	case <-ctx.Done():
+		return errdefs.WithHint(fmt.Errorf("function %s: waited for a free slot until the call's deadline: %w",
+			name, errdefs.ErrTimeout), "retry later or raise execution.max_concurrent_functions")
+	}
+}
+
+// poolFor returns the live pool of t's version, creating it and retiring the
+// previous version's pool as needed.
+func (s *Scheduler) poolFor(t *Target) (*pool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	p := s.pools[t.Name]
+	if p != nil && p.target.Version == t.Version && p.target.Digest == t.Digest {
+		return p, nil
+	}
+	mode := t.Spec.ExecutionMode
+	if mode == function.ModeAuto {
+		mode = function.ModeProcess
+	}
+	b, ok := s.backends[mode]
+	if !ok {
+		return nil, errdefs.WithHint(fmt.Errorf("function %s: execution mode %q is not available on this node: %w",
+			t.Name, mode, errdefs.ErrUnavailable), "redeploy with execution_mode: process, or enable the mode in the server config")
+	}
+	if p != nil {
+		p.retire()
+	}
+	p = newPool(s, t, b)
+	s.pools[t.Name] = p
+	return p, nil
+}
+
+// Forget retires the pool of a deleted function: idle instances close now,
+// busy ones after their calls.
+func (s *Scheduler) Forget(name string) {
+	s.mu.Lock()
+	p := s.pools[name]
+	delete(s.pools, name)
+	s.mu.Unlock()
+	if p != nil {
+		p.retire()
+	}
+}
+
+// Stats is a snapshot of one function's pool.
+type Stats struct {
+	Function string
+	Version  int64
+	Starting int
+	Idle     int
+	Busy     int
+	Queued   int
+}
+
+// Stats returns a snapshot of every live pool.
+func (s *Scheduler) Stats() []Stats {
+	s.mu.Lock()
+	pools := make([]*pool, 0, len(s.pools))
+	for _, p := range s.pools {
+		pools = append(pools, p)
+	}
+	s.mu.Unlock()
+	out := make([]Stats, 0, len(pools))
+	for _, p := range pools {
+		out = append(out, p.stats())
+	}
+	return out
+}
+
+// Close refuses new calls, waits for calls in flight until ctx ends, then
+// stops every instance. It returns once every instance is closed.
+func (s *Scheduler) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+
+	drained := make(chan struct{})
+	go func() { s.inflight.Wait(); close(drained) }()
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = fmt.Errorf("drain calls in flight: %w", ctx.Err())
+	}
+	close(s.stop)
+	s.mu.Lock()
+	pools := s.pools
+	s.pools = map[string]*pool{}
+	s.mu.Unlock()
+	for _, p := range pools {
+		p.shutdown()
+	}
+	s.bg.Wait()
+	return err
+}
+
+func (s *Scheduler) janitor() {
+	defer s.bg.Done()
+	t := time.NewTicker(s.cfg.EvictInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			pools := make([]*pool, 0, len(s.pools))
+			for _, p := range s.pools {
+				pools = append(pools, p)
+			}
+			s.mu.Unlock()
+			for _, p := range pools {
+				p.evictIdle(now)
+			}
+		}
+	}
+}
+
+func (s *Scheduler) newInstanceID(name string) string {
+	n := s.seq.Add(1)
+	u := uuid.New()
+	return fmt.Sprintf("%s-%d-%x", name, n, u[:4])
+}

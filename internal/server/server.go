@@ -1,0 +1,202 @@
+// Package server is wisp's composition root: it loads the system config,
+// opens the store, prepares the execution backends, and wires the scheduler,
+// gateway and telemetry into one HTTP server; it also owns the lifecycle
+// (crash cleanup at start, drain and sandbox teardown at SIGTERM).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/config"
+	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/gateway"
+	"github.com/wisp-faas/wisp/internal/runtime"
+	"github.com/wisp-faas/wisp/internal/sandbox"
+	"github.com/wisp-faas/wisp/internal/sandbox/process"
+	"github.com/wisp-faas/wisp/internal/scheduler"
+	"github.com/wisp-faas/wisp/internal/store"
+	"github.com/wisp-faas/wisp/internal/telemetry"
+)
+
+// Options are the `wisp serve` flags.
+type Options struct {
+	ConfigPath string // system config file; "" for defaults
+	DataDir    string
+	Listen     string // overrides gateway.listen when set
+	Demo       bool   // deploy the examples at start
+	Version    string
+	Stdout     io.Writer // where the startup banner goes
+	Stderr     io.Writer // where logs go
+	// Ready, if set, receives the listening address once the server serves.
+	Ready func(addr string)
+	// Config, if set, is used instead of loading ConfigPath (tests).
+	Config *config.Config
+}
+
+// Run serves until ctx ends, then shuts down cleanly.
+func Run(ctx context.Context, o Options) error {
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	cfg := config.Default()
+	switch {
+	case o.Config != nil:
+		cfg = *o.Config
+	case o.ConfigPath != "":
+		var err error
+		if cfg, err = config.Load(o.ConfigPath); err != nil {
+			return err
+		}
+	}
+	if o.Listen != "" {
+		cfg.Gateway.Listen = o.Listen
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log, err := telemetry.NewLogger(o.Stderr, cfg.Log.Format, cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	if o.DataDir == "" {
+		o.DataDir = ".wisp-data"
+	}
+	dataDir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return fmt.Errorf("data directory %s: %w", o.DataDir, err)
+	}
+
+	st, err := store.Open(dataDir, store.Options{
+		MaxCodeSize:         int64(cfg.Store.MaxCodeSize),
+		MaxUnpackedSize:     int64(cfg.Store.UnpackedLimit()),
+		ActivationRetention: cfg.Store.ActivationRetention,
+		LogLimit:            int(cfg.Store.LogLimit),
+		ResultLimit:         int(cfg.Store.ResultLimit),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+
+	runtimeDir := filepath.Join(dataDir, "runtime")
+	if err := runtime.Extract(runtimeDir); err != nil {
+		return fmt.Errorf("extract runtime hosts: %w", err)
+	}
+	launcher := runtime.Launcher{Python: cfg.Process.Python, Node: cfg.Process.Node}
+
+	backends := map[string]sandbox.Backend{}
+	modes := map[string]error{}
+	pb, err := process.New(process.Config{
+		CgroupRoot:     cfg.Process.CgroupRoot,
+		UIDBase:        cfg.Process.UIDBase,
+		UIDCount:       cfg.Process.UIDCount,
+		TmpSize:        int64(cfg.Process.TmpSize),
+		NamespaceTypes: cfg.Process.Namespaces(),
+		IsolationLevel: cfg.Process.IsolationLevel,
+		RuntimeDir:     runtimeDir,
+		Launcher:       launcher,
+		Conn:           runtime.ConnOptions{LogLimit: int(cfg.Store.LogLimit)},
+	}, log.With("mode", function.ModeProcess))
+	if err == nil {
+		err = pb.Check(ctx)
+	}
+	if err != nil {
+		log.Error("process mode unavailable", "err", err)
+		modes[function.ModeProcess] = err
+	} else {
+		if err := pb.Cleanup(ctx); err != nil {
+			log.Warn("clean up after an earlier run", "err", err)
+		}
+		backends[function.ModeProcess] = pb
+		modes[function.ModeProcess] = nil
+	}
+
+	metrics := telemetry.NewMetrics()
+	sched := scheduler.New(scheduler.Config{
+		MaxConcurrent:    cfg.Execution.MaxConcurrentFunctions,
+		ColdStartTimeout: cfg.Execution.ColdStartTimeout.D(),
+		MaxQueue:         cfg.Execution.MaxQueue,
+		QueueTimeout:     cfg.Execution.QueueTimeout.D(),
+	}, backends, log, scheduler.Observer{
+		InstanceStarted:  metrics.InstanceStarted,
+		InstanceStopped:  metrics.InstanceStopped,
+		InstancesChanged: metrics.InstancesChanged,
+	})
+
+	gw, err := gateway.New(ctx, gateway.Config{
+		MaxBodySize: int64(cfg.Gateway.MaxBodySize),
+		MaxCodeSize: int64(cfg.Store.MaxCodeSize),
+		Baseline:    cfg.Baseline(),
+		Modes:       modes,
+		CheckRuntime: func(spec *function.Spec) error {
+			_, err := launcher.Interpreter(spec.Runtime)
+			return err
+		},
+		Version: o.Version,
+	}, st, sched, metrics, log)
+	if err != nil {
+		_ = sched.Close(context.Background())
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Gateway.Listen)
+	if err != nil {
+		_ = sched.Close(context.Background())
+		return fmt.Errorf("listen on %s: %w (is another wisp serve running? pick another address with --listen)", cfg.Gateway.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           gw,
+		ReadHeaderTimeout: cfg.Gateway.ReadHeaderTimeout.D(),
+		// No WriteTimeout: each call is bounded by its function's timeout,
+		// and a server-wide write limit would cut long functions short.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	addr := ln.Addr().String()
+	log.Info("wisp serving", "addr", addr, "data", dataDir, "version", o.Version)
+	if o.Ready != nil {
+		o.Ready(addr)
+	}
+	if o.Demo {
+		if err := deployDemo(ctx, "http://"+addr, o.Stdout); err != nil {
+			log.Error("deploy the examples", "err", err)
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		_ = sched.Close(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("shutting down: draining calls in flight", "timeout", cfg.Gateway.ShutdownTimeout.D())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Gateway.ShutdownTimeout.D())
+	defer cancel()
+	var errs []error
+	if err := srv.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("drain HTTP: %w", err))
+	}
+	if err := sched.Close(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	log.Info("stopped: every sandbox removed")
+	return errors.Join(errs...)
+}

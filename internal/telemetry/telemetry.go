@@ -1,0 +1,161 @@
+// Package telemetry sets up wisp's structured logging (log/slog) and its
+// Prometheus metrics. Every invocation is counted and timed here, under the
+// wisp_ prefix and, for existing dashboards, under the OpenFaaS gateway's
+// metric names (gateway_function_invocation_total, gateway_functions_seconds,
+// gateway_service_count).
+package telemetry
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// NewLogger returns a slog logger writing to w in the given format ("json"
+// or "text") at the given level ("debug", "info", "warn", "error").
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "", "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log format %q: use json or text", format)
+	}
+}
+
+// Metrics holds wisp's Prometheus collectors on a private registry.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	invocations   *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	coldStart     *prometheus.HistogramVec
+	instanceStart *prometheus.CounterVec
+	instances     *prometheus.GaugeVec
+	stopped       *prometheus.CounterVec
+
+	// OpenFaaS gateway names.
+	ofInvocations *prometheus.CounterVec
+	ofSeconds     *prometheus.HistogramVec
+	ofReplicas    *prometheus.GaugeVec
+}
+
+// latencyBuckets cover 100 µs to 60 s.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
+// NewMetrics registers wisp's collectors, plus Go runtime and process
+// collectors, on a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.invocations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_invocations_total",
+		Help: "Function invocations by function, outcome (success, error, timeout, crashed, rejected) and start (cold, warm).",
+	}, []string{"function", "status", "start"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wisp_invocation_duration_seconds",
+		Help:    "Time from request arrival to response, by function and start (cold, warm).",
+		Buckets: latencyBuckets,
+	}, []string{"function", "start"})
+	m.coldStart = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wisp_cold_start_seconds",
+		Help:    "Time to create an instance and load its handler, by function and execution mode.",
+		Buckets: latencyBuckets,
+	}, []string{"function", "mode"})
+	m.instanceStart = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_instance_starts_total",
+		Help: "Instance starts by function, mode and result (ok, error).",
+	}, []string{"function", "mode", "result"})
+	m.stopped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_instance_stops_total",
+		Help: "Instance stops by function and reason (keep_alive, keep_alive 0, failed, died, retired, shutdown).",
+	}, []string{"function", "reason"})
+	m.instances = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wisp_instances",
+		Help: "Instances by function and state (starting, idle, busy).",
+	}, []string{"function", "state"})
+	m.ofInvocations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gateway_function_invocation_total",
+		Help: "OpenFaaS-compatible: invocations by function_name and HTTP code.",
+	}, []string{"function_name", "code"})
+	m.ofSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "gateway_functions_seconds",
+		Help:    "OpenFaaS-compatible: invocation duration by function_name and HTTP code.",
+		Buckets: latencyBuckets,
+	}, []string{"function_name", "code"})
+	m.ofReplicas = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gateway_service_count",
+		Help: "OpenFaaS-compatible: ready instances by function_name.",
+	}, []string{"function_name"})
+	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.instanceStart, m.stopped, m.instances,
+		m.ofInvocations, m.ofSeconds, m.ofReplicas,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry exposes the registry so other packages can add collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Invocation records one finished call.
+func (m *Metrics) Invocation(function, status string, cold bool, code int, d time.Duration) {
+	start := "warm"
+	if cold {
+		start = "cold"
+	}
+	sec := d.Seconds()
+	m.invocations.WithLabelValues(function, status, start).Inc()
+	m.duration.WithLabelValues(function, start).Observe(sec)
+	c := strconv.Itoa(code)
+	m.ofInvocations.WithLabelValues(function, c).Inc()
+	m.ofSeconds.WithLabelValues(function, c).Observe(sec)
+}
+
+// InstanceStarted records an instance start attempt.
+func (m *Metrics) InstanceStarted(function, mode string, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	} else {
+		m.coldStart.WithLabelValues(function, mode).Observe(d.Seconds())
+	}
+	m.instanceStart.WithLabelValues(function, mode, result).Inc()
+}
+
+// InstanceStopped records an instance stop.
+func (m *Metrics) InstanceStopped(function, reason string) {
+	m.stopped.WithLabelValues(function, reason).Inc()
+}
+
+// InstancesChanged sets the per-state instance gauges of a function.
+func (m *Metrics) InstancesChanged(function string, starting, idle, busy int) {
+	m.instances.WithLabelValues(function, "starting").Set(float64(starting))
+	m.instances.WithLabelValues(function, "idle").Set(float64(idle))
+	m.instances.WithLabelValues(function, "busy").Set(float64(busy))
+	m.ofReplicas.WithLabelValues(function).Set(float64(idle + busy))
+}
+
+// Forget drops a deleted function's series.
+func (m *Metrics) Forget(function string) {
+	for _, st := range []string{"starting", "idle", "busy"} {
+		m.instances.DeleteLabelValues(function, st)
+	}
+	m.ofReplicas.DeleteLabelValues(function)
+}

@@ -1,0 +1,88 @@
+package integration
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// buildWisp builds cmd/wisp once per test run.
+func buildWisp(t *testing.T) string {
+	t.Helper()
+	requireSandboxes(t)
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "wisp-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "wisp")
+		cmd := exec.Command("go", "build", "-o", builtBin, "../../cmd/wisp")
+		cmd.Stderr = os.Stderr
+		buildErr = cmd.Run()
+	})
+	if buildErr != nil {
+		t.Fatalf("build wisp: %v", buildErr)
+	}
+	return builtBin
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// startBinary runs `wisp serve` as a separate process and waits for healthz.
+func startBinary(t *testing.T, bin, dataDir, cfgFile, addr string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "--data", dataDir, "--config", cfgFile, "--listen", addr)
+	if os.Getenv("WISP_TEST_LOGS") != "" {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("wisp serve did not answer on %s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// countCgroups counts instance cgroups under root in every hierarchy.
+func countCgroups(root string) int {
+	v1, _ := filepath.Glob("/sys/fs/cgroup/*/" + root + "/*")
+	v2, _ := filepath.Glob("/sys/fs/cgroup/" + root + "/*")
+	n := 0
+	for _, d := range append(v1, v2...) {
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,251 @@
+// Package integration runs wisp end to end: a real `wisp serve` (in
+// process), real sandboxes, real Python and Node hosts, driven over HTTP.
+// The suite is parametrised by execution mode (modes()), so every later mode
+// runs the same tests.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/client"
+	"github.com/wisp-faas/wisp/internal/config"
+	"github.com/wisp-faas/wisp/internal/sandbox/process"
+	"github.com/wisp-faas/wisp/internal/server"
+	"github.com/wisp-faas/wisp/internal/store"
+)
+
+func TestMain(m *testing.M) {
+	process.MaybeRunInit()
+	os.Exit(m.Run())
+}
+
+// requireSandboxes skips (or, under CI=true, fails) when this machine cannot
+// run sandboxes, saying what is missing.
+func requireSandboxes(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (run the tests with sudo)")
+	}
+	for _, bin := range []string{"/usr/bin/python3", "/usr/bin/node"} {
+		if _, err := os.Stat(bin); err != nil {
+			missing = append(missing, bin+" (run scripts/setup.sh)")
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "integration tests need " + strings.Join(missing, ", ")
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// modes lists the execution modes the suite runs against.
+func modes() []string { return []string{"process"} }
+
+type harness struct {
+	t       *testing.T
+	c       *client.Client
+	url     string
+	dataDir string
+	cfg     config.Config
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+var harnessSeq int
+
+func testConfig(t *testing.T, mode string) config.Config {
+	cfg := config.Default()
+	harnessSeq++
+	cfg.Process.CgroupRoot = fmt.Sprintf("wisp-it-%d-%d", os.Getpid(), harnessSeq)
+	cfg.Gateway.Listen = "127.0.0.1:0"
+	cfg.Gateway.ShutdownTimeout = 10 * 1e9
+	cfg.Execution.DefaultMode = mode
+	cfg.Log.Level = "warn"
+	return cfg
+}
+
+// startServer runs wisp serve in-process on a free port with dataDir ("" for
+// a fresh one) and stops it at the end of the test, checking that nothing
+// of it remains.
+func startServer(t *testing.T, cfg config.Config, dataDir string) *harness {
+	t.Helper()
+	requireSandboxes(t)
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{t: t, dataDir: dataDir, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan string, 1)
+	var logs io.Writer = io.Discard
+	if os.Getenv("WISP_TEST_LOGS") != "" {
+		logs = os.Stderr
+	}
+	go func() {
+		h.done <- server.Run(ctx, server.Options{
+			Config: &cfg, DataDir: dataDir, Version: "test",
+			Stdout: io.Discard, Stderr: logs,
+			Ready: func(addr string) { ready <- addr },
+		})
+	}()
+	select {
+	case addr := <-ready:
+		h.url = "http://" + addr
+	case err := <-h.done:
+		t.Fatalf("wisp serve exited at start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("wisp serve did not start within 30s")
+	}
+	h.c = client.New(h.url, "", 64)
+	t.Cleanup(func() { h.stop() })
+	return h
+}
+
+// stop shuts the server down (as SIGTERM would) and checks it left nothing.
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("wisp serve returned %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		h.t.Fatal("wisp serve did not stop within 60s")
+	}
+	assertNoLeftovers(h.t, h.cfg.Process.CgroupRoot)
+}
+
+// assertNoLeftovers checks no cgroup of this server remains under any
+// hierarchy, and no sandbox process is alive.
+func assertNoLeftovers(t *testing.T, cgroupRoot string) {
+	t.Helper()
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + cgroupRoot + "/*")
+	v2, _ := filepath.Glob("/sys/fs/cgroup/" + cgroupRoot + "/*")
+	for _, d := range append(dirs, v2...) {
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			t.Errorf("cgroup %s left behind after shutdown", d)
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mounts), "wisp-sandbox") {
+		t.Errorf("sandbox mounts visible in the host mount namespace after shutdown")
+	}
+}
+
+// fn describes a function to deploy from files.
+type fn struct {
+	spec  string
+	files map[string]string
+	exec  []string // files to mark executable
+}
+
+// deploy writes the function into a temp dir, packs and deploys it.
+func (h *harness) deploy(f fn) error {
+	h.t.Helper()
+	dir := h.t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "function.yaml"), []byte(f.spec), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	for name, body := range f.files {
+		mode := os.FileMode(0o644)
+		for _, e := range f.exec {
+			if e == name {
+				mode = 0o755
+			}
+		}
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	var code bytes.Buffer
+	if err := store.Pack(dir, &code, nil); err != nil {
+		h.t.Fatal(err)
+	}
+	name := ""
+	for _, line := range strings.Split(f.spec, "\n") {
+		if v, ok := strings.CutPrefix(line, "name:"); ok {
+			name = strings.TrimSpace(v)
+		}
+	}
+	_, err := h.c.Deploy(context.Background(), name, []byte(f.spec), &code)
+	return err
+}
+
+func (h *harness) mustDeploy(f fn) {
+	h.t.Helper()
+	if err := h.deploy(f); err != nil {
+		h.t.Fatalf("deploy: %v", err)
+	}
+}
+
+// call invokes name with a raw query string ("?op=uid") and returns the result.
+func (h *harness) call(name, query, body string) *client.Result {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, h.url+"/function/"+name+query, strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	t0 := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatalf("call %s%s: %v", name, query, err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	return &client.Result{Status: resp.StatusCode, Header: resp.Header, Body: buf.Bytes(),
+		ActivationID: resp.Header.Get("X-Wisp-Activation-Id"), Cold: resp.Header.Get("X-Wisp-Cold-Start") == "true",
+		Duration: time.Since(t0)}
+}
+
+func decode[T any](t *testing.T, res *client.Result) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(res.Body, &v); err != nil {
+		t.Fatalf("decode %q (HTTP %d): %v", res.Body, res.Status, err)
+	}
+	return v
+}
+
+func wantStatus(t *testing.T, res *client.Result, status int) {
+	t.Helper()
+	if res.Status != status {
+		t.Fatalf("HTTP %d, want %d; body: %s", res.Status, status, res.Body)
+	}
+}
+
+func psCount(uidBase, uidCount int) int {
+	out, err := exec.Command("ps", "-eo", "uid=").Output()
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, f := range strings.Fields(string(out)) {
+		var uid int
+		fmt.Sscan(f, &uid)
+		if uid >= uidBase && uid < uidBase+uidCount {
+			n++
+		}
+	}
+	return n
+}
