@@ -1,13 +1,21 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/wisp-faas/wisp/internal/bench"
+	"github.com/wisp-faas/wisp/internal/function"
 )
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -71,6 +79,55 @@ function with keep_alive: 0 to measure cold starts.`,
 	cmd.Flags().StringVarP(&o.Method, "method", "X", "POST", "HTTP method")
 	cmd.Flags().StringVarP(&data, "data", "d", "", "request body")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
+	cmd.AddCommand(newBenchHostCmd(g))
+	return cmd
+}
+
+func newBenchHostCmd(g *globals) *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "host -f function.yaml [--listen ADDR]",
+		Short: "Serve one function's runtime host directly over HTTP, without wisp (the overhead baseline)",
+		Long: `Start the function's runtime host as a plain process (no sandbox,
+scheduler, store or gateway) behind a minimal HTTP handler. Load it with wrk
+beside the same function served by wisp to measure wisp's own overhead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			file, _ := cmd.Flags().GetString("file")
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			spec, err := function.Parse(b, function.Baseline{})
+			if err != nil {
+				return err
+			}
+			dir, err := filepath.Abs(filepath.Dir(file))
+			if err != nil {
+				return err
+			}
+			host, err := bench.StartDirectHost(cmd.Context(), spec, dir)
+			if err != nil {
+				return err
+			}
+			defer host.Close()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "serving %s directly on http://%s/ (Ctrl-C stops)\n", spec.Name, ln.Addr())
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			srv := &http.Server{Handler: host, ReadHeaderTimeout: 10 * time.Second}
+			go func() { <-ctx.Done(); _ = srv.Close() }()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringP("file", "f", "function.yaml", "function spec")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:18081", "address to serve on")
 	return cmd
 }
 

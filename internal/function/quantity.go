@@ -55,7 +55,7 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 func (d *Duration) UnmarshalJSON(b []byte) error { return unmarshalScalarJSON(b, d.UnmarshalText) }
 
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return d.UnmarshalText([]byte(n.Value)) }
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return atLine(n, d.UnmarshalText([]byte(n.Value))) }
 
 // Size is a byte count written as "64Mi", "1Gi", "512Ki", "128M" or a bare
 // number of bytes.
@@ -119,7 +119,7 @@ func (z *Size) UnmarshalText(b []byte) error {
 
 func (z *Size) UnmarshalJSON(b []byte) error { return unmarshalScalarJSON(b, z.UnmarshalText) }
 
-func (z *Size) UnmarshalYAML(n *yaml.Node) error { return z.UnmarshalText([]byte(n.Value)) }
+func (z *Size) UnmarshalYAML(n *yaml.Node) error { return atLine(n, z.UnmarshalText([]byte(n.Value))) }
 
 // MilliCPU is a CPU quantity in thousandths of a core, written "500m", "1",
 // or "0.5".
@@ -162,7 +162,7 @@ func (c *MilliCPU) UnmarshalText(b []byte) error {
 
 func (c *MilliCPU) UnmarshalJSON(b []byte) error { return unmarshalScalarJSON(b, c.UnmarshalText) }
 
-func (c *MilliCPU) UnmarshalYAML(n *yaml.Node) error { return c.UnmarshalText([]byte(n.Value)) }
+func (c *MilliCPU) UnmarshalYAML(n *yaml.Node) error { return atLine(n, c.UnmarshalText([]byte(n.Value))) }
 
 // unmarshalScalarJSON accepts both "30s" and 30 in JSON.
 func unmarshalScalarJSON(b []byte, text func([]byte) error) error {
@@ -175,4 +175,21 @@ func unmarshalScalarJSON(b []byte, text func([]byte) error) error {
 		return fmt.Errorf("want a string or a number, got %s", b)
 	}
 	return text([]byte(n.String()))
+}
+
+// LineError is a value error at a line of a YAML document, so that Parse can
+// name the field that holds the value.
+type LineError struct {
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (e *LineError) Unwrap() error { return e.Err }
+
+func atLine(n *yaml.Node, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &LineError{Line: n.Line, Err: err}
 }

@@ -138,11 +138,24 @@ func Parse(data []byte, base Baseline) (*Spec, error) {
 			return nil, fmt.Errorf("function spec: %w", err)
 		}
 		data = b
+		probe = nil
+		if err := yaml.Unmarshal(data, &probe); err != nil {
+			return nil, errdefs.Invalidf("check the YAML syntax", "function spec: %v", err)
+		}
 	}
 	s := Defaults(base)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
+		var le *LineError
+		if errors.As(err, &le) {
+			for k, v := range probe {
+				if v.Line == le.Line {
+					return nil, errdefs.Invalidf("see the function spec reference in the README",
+						"field %s: %v", k, le.Err)
+				}
+			}
+		}
 		return nil, errdefs.Invalidf("see the function spec reference in the README for the accepted fields",
 			"function spec: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}

@@ -265,7 +265,8 @@ func (g *Gateway) checkSpec(spec *function.Spec) error {
 
 // gc removes code no deployed function references.
 func (g *Gateway) gc(ctx context.Context) {
-	if _, err := g.store.GCCode(ctx, g.catalog.digests()); err != nil {
+	keep := append(g.catalog.digests(), g.sched.LiveDigests()...)
+	if _, err := g.store.GCCode(ctx, keep); err != nil {
 		g.log.Warn("code garbage collection", "err", err)
 	}
 }

@@ -46,6 +46,7 @@ type Scheduler interface {
 	Invoke(ctx context.Context, t *scheduler.Target, req *sandbox.Request) (*scheduler.Result, error)
 	Forget(name string)
 	Stats() []scheduler.Stats
+	LiveDigests() []string
 }
 
 // RuntimeChecker reports whether a spec's runtime can run on this node (for

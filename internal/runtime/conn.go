@@ -287,14 +287,14 @@ func (c *Conn) send(ctx context.Context, id uint64, req *sandbox.Request) error 
 	if err := c.enc.Encode(&hdr); err != nil {
 		return fmt.Errorf("call %d: encode request header: %w", id, err)
 	}
-	frame := c.wbuf.Bytes()
-	frame = frame[:len(frame)-1] // Encode's trailing newline
-	hlen := len(frame) - prefixLen
-	putPrefix(frame, hlen, len(req.Body))
+	c.wbuf.Truncate(c.wbuf.Len() - 1) // Encode's trailing newline
+	hlen := c.wbuf.Len() - prefixLen
 	big := len(req.Body) > copyLimit
 	if !big {
-		frame = append(frame, req.Body...)
+		c.wbuf.Write(req.Body)
 	}
+	frame := c.wbuf.Bytes()
+	putPrefix(frame, hlen, len(req.Body))
 
 	// Let ctx interrupt a write that blocks on a full pipe (a host busy
 	// with other calls, a large body).

@@ -56,7 +56,7 @@ func writeScript(t *testing.T, dir, name, body string) {
 func TestServeExec(t *testing.T) {
 	dir := t.TempDir()
 	writeScript(t, dir, "fail.sh", "cat >/dev/null\necho partial\necho 'something broke' >&2\nexit 3\n")
-	writeScript(t, dir, "env.sh", "env | grep -E '^(Http_|FOO=)' | sort\n")
+	writeScript(t, dir, "env.sh", "env | grep -E '^(Http_|FOO=)' | LC_ALL=C sort\n")
 	writeScript(t, dir, "bin.sh", "printf '\\377\\000'\n")
 	tests := []struct {
 		name       string
@@ -83,7 +83,7 @@ func TestServeExec(t *testing.T) {
 			req: sandbox.Request{Method: "PUT", Path: "/a/b", RawQuery: "x=1&y=2",
 				Header: http.Header{"X-Custom-Thing": {"v1", "v2"}, "Content-Type": {"text/csv"}}, Body: []byte("abc")},
 			wantStatus: 200,
-			wantBody: "FOO=bar\nHttp_Content_Type=text/csv\nHttp_ContentLength=3\nHttp_Method=PUT\n" +
+			wantBody: "FOO=bar\nHttp_ContentLength=3\nHttp_Content_Type=text/csv\nHttp_Method=PUT\n" +
 				"Http_Path=/a/b\nHttp_Query=x=1&y=2\nHttp_X_Custom_Thing=v1, v2\n"},
 	}
 	for _, tt := range tests {

@@ -38,7 +38,7 @@ def handle(req):
     if p == "/echo": return req.body
     if p == "/json": return {"got": req.json()["x"]}
     if p == "/query": return {"q": req.query, "qs": req.query_string}
-    if p == "/header": return req.headers["X-Custom"]
+    if p == "/header": return req.headers["X-Custom"] + "|" + ",".join(req.headers.get_all("x-custom"))
     if p == "/method": return req.method + " " + req.activation_id
     if p == "/print":
         print("out", req.query["n"])
@@ -81,7 +81,7 @@ exports.handle = async (req) => {
     case '/echo': return req.body;
     case '/json': return { got: req.json().x };
     case '/query': return { q: req.query, qs: req.queryString };
-    case '/header': return req.headers['x-custom'];
+    case '/header': return req.headers['x-custom'] + '|' + req.headerValues('X-Custom').join(',');
     case '/method': return req.method + ' ' + req.activationId;
     case '/print':
       console.log('out', req.query.n);
@@ -137,7 +137,7 @@ var hostCases = []hostCase{
 	{name: "json body", method: "POST", path: "/json", body: `{"x":[1,"two"]}`, wantStatus: 200, wantBody: `{"got":[1,"two"]}`},
 	{name: "query", path: "/query", query: "a=1&b=&a=2", wantStatus: 200, wantBody: `{"q":{"a":"1","b":""},"qs":"a=1&b=&a=2"}`},
 	{name: "header lookup ignores case", path: "/header", header: http.Header{"X-Custom": {"v1", "v2"}},
-		wantStatus: 200, wantBody: "v1"},
+		wantStatus: 200, wantBody: "v1|v1,v2"},
 	{name: "method and activation id", method: "PUT", path: "/method", wantStatus: 200, wantBody: "PUT act-1"},
 	{name: "print captured", path: "/print", query: "n=7", wantStatus: 200, wantBody: "ok",
 		wantLogs: "out 7\nerr\n", exactLogs: true},
@@ -482,7 +482,10 @@ func benchEcho(b *testing.B, runtime, file, code string) {
 		Header: http.Header{"Content-Type": {"application/octet-stream"}},
 		Body:   []byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
 	}
-	ctx := context.Background()
+	// A deadline, as every call has: RoundTrip sends timeout_ms and arms
+	// the write interruption.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
 	b.ReportAllocs()
 	for b.Loop() {
 		resp, err := h.conn.RoundTrip(ctx, req)
@@ -505,7 +508,9 @@ func TestHostSIGTERM(t *testing.T) {
 		t.Run(in.runtime, func(t *testing.T) {
 			h := startHost(t, in.runtime, in.file, map[string]string{in.file: in.code}, "WISP_CONCURRENCY=2")
 			h.ready(t)
-			go func() { _, _ = h.conn.RoundTrip(context.Background(), &sandbox.Request{Path: "/sleep", RawQuery: "s=10"}) }()
+			go func() {
+				_, _ = h.conn.RoundTrip(context.Background(), &sandbox.Request{Path: "/sleep", RawQuery: "s=10"})
+			}()
 			time.Sleep(200 * time.Millisecond)
 			if err := h.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
@@ -519,5 +524,26 @@ func TestHostSIGTERM(t *testing.T) {
 				t.Errorf("exit code after SIGTERM = %d, want 0", code)
 			}
 		})
+	}
+}
+
+func TestPythonOutputCapture(t *testing.T) {
+	code := `
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+log = logging.getLogger("fn")
+
+def handle(req):
+    log.info("via logging")
+    sys.stdout.buffer.write(b"raw bytes\n")
+    print("flushed", flush=True)
+    sys.stderr.writelines(["a", "b\n"])
+    return "ok"
+`
+	h := startHost(t, "python3", "handler.py", map[string]string{"handler.py": code})
+	h.ready(t)
+	resp := invoke(t, h.conn, "/", "")
+	if want := "INFO via logging\nraw bytes\nflushed\nab\n"; string(resp.Logs) != want {
+		t.Errorf("logs = %q, want %q", resp.Logs, want)
 	}
 }

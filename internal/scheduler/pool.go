@@ -189,6 +189,7 @@ func (p *pool) maybeStartLocked() {
 func (p *pool) start() {
 	defer p.s.bg.Done()
 	id := p.s.newInstanceID(p.target.Name)
+	p.s.refDigest(p.target.Digest, 1)
 	ctx, cancel := context.WithTimeout(p.ctx, p.s.cfg.ColdStartTimeout)
 	t0 := time.Now()
 	inst, err := p.backend.Start(ctx, sandbox.StartOptions{
@@ -213,6 +214,7 @@ func (p *pool) start() {
 	p.mu.Lock()
 	p.starting--
 	if err != nil {
+		p.s.refDigest(p.target.Digest, -1)
 		p.s.log.Warn("instance start failed", "function", p.target.Name, "instance", id, "err", err)
 		p.failWaitersLocked(err)
 		p.maybeStartLocked()
@@ -223,6 +225,7 @@ func (p *pool) start() {
 		p.notifyLocked()
 		p.mu.Unlock()
 		_ = inst.Close()
+		p.s.refDigest(p.target.Digest, -1)
 		return
 	}
 	i := &instance{inst: inst, startDur: d, lastUsed: time.Now()}
@@ -300,6 +303,7 @@ func (p *pool) closeInstance(i *instance, reason string) {
 		if err := i.inst.Close(); err != nil {
 			p.s.log.Warn("close instance", "function", p.target.Name, "instance", i.inst.ID(), "err", err)
 		}
+		p.s.refDigest(p.target.Digest, -1)
 		if f := p.s.obs.InstanceStopped; f != nil {
 			f(p.target.Name, reason)
 		}

@@ -82,6 +82,9 @@ type Scheduler struct {
 	mu     sync.Mutex
 	pools  map[string]*pool // by function name: the live version
 	closed bool
+	// live counts instances per code digest, retired versions included, so
+	// code still mounted by an instance is not garbage-collected.
+	live map[string]int
 
 	stop     chan struct{}
 	bg       sync.WaitGroup // janitor and instance starts/closes
@@ -112,6 +115,7 @@ func New(cfg Config, backends map[string]sandbox.Backend, log *slog.Logger, obs 
 		log:      log,
 		obs:      obs,
 		pools:    make(map[string]*pool),
+		live:     make(map[string]int),
 		stop:     make(chan struct{}),
 	}
 	if cfg.MaxConcurrent > 0 {
@@ -232,6 +236,30 @@ func (s *Scheduler) Forget(name string) {
 	if p != nil {
 		p.retire()
 	}
+}
+
+// LiveDigests returns the code digests that instances (starting or running,
+// of any version) still use.
+func (s *Scheduler) LiveDigests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.live))
+	for d := range s.live {
+		out = append(out, d)
+	}
+	return out
+}
+
+func (s *Scheduler) refDigest(d string, delta int) {
+	if d == "" {
+		return
+	}
+	s.mu.Lock()
+	s.live[d] += delta
+	if s.live[d] <= 0 {
+		delete(s.live, d)
+	}
+	s.mu.Unlock()
 }
 
 // Stats is a snapshot of one function's pool.

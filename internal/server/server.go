@@ -197,6 +197,13 @@ func Run(ctx context.Context, o Options) error {
 	if err := sched.Close(sctx); err != nil {
 		errs = append(errs, err)
 	}
+	if pb != nil {
+		// Removes stragglers and the parent cgroup itself: nothing of this
+		// run remains.
+		if err := pb.Destroy(context.Background()); err != nil {
+			errs = append(errs, fmt.Errorf("remove sandboxes: %w", err))
+		}
+	}
 	log.Info("stopped: every sandbox removed")
 	return errors.Join(errs...)
 }

@@ -112,9 +112,18 @@ def handle(req):
     return {"method": req.method, "path": req.path, "query": dict(q), "body": req.body.decode()}
 `
 
+// probe returns the probe function; extra spec lines override the defaults
+// (timeout 5s, memory 64Mi, pids 32).
 func probe(name string, extra string) fn {
+	spec := fmt.Sprintf("name: %s\nruntime: python3\nhandler: handler.py\n", name)
+	for _, def := range []string{"timeout: 5s", "memory: 64Mi", "pids: 32"} {
+		key, _, _ := strings.Cut(def, ":")
+		if !strings.Contains(extra, key+":") {
+			spec += def + "\n"
+		}
+	}
 	return fn{
-		spec:  fmt.Sprintf("name: %s\nruntime: python3\nhandler: handler.py\ntimeout: 5s\nmemory: 64Mi\npids: 32\n%s", name, extra),
+		spec:  spec + extra,
 		files: map[string]string{"handler.py": probeHandler, "secret.txt": "code of " + name},
 	}
 }
@@ -145,7 +154,7 @@ func TestRoundTripEachRuntime(t *testing.T) {
 			tests := []struct {
 				name, fn, want string
 			}{
-				{"python", "py", `{"echo": "hi", "q": "1"}`},
+				{"python", "py", `{"echo":"hi","q":"1"}`},
 				{"node", "js", `{"echo":"hi","q":"1"}`},
 				{"exec", "sh", "got: hi POST\n"},
 			}
@@ -213,7 +222,9 @@ func TestIsolation(t *testing.T) {
 	for _, mode := range modes() {
 		t.Run(mode, func(t *testing.T) {
 			h := startServer(t, testConfig(t, mode), "")
-			h.mustDeploy(probe("alice", ""))
+			// /tmp is tmpfs, whose pages count against the memory limit:
+			// give alice room to fill /tmp to its size limit.
+			h.mustDeploy(probe("alice", "memory: 256Mi\n"))
 			h.mustDeploy(probe("bob", ""))
 			// Bob's code on the host, which Alice must not reach.
 			bob, err := h.c.Get(context.Background(), "bob")
@@ -420,6 +431,7 @@ func TestAPIErrors(t *testing.T) {
 		}
 	})
 	t.Run("healthz and metrics", func(t *testing.T) {
+		wantStatus(t, h.call("big", "?op=pid", ""), 200)
 		hz, err := h.c.Health(ctx)
 		if err != nil || hz.Status != "ok" || hz.Modes["process"] != "ready" {
 			t.Fatalf("healthz = %+v, %v", hz, err)

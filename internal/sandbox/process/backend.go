@@ -46,7 +46,10 @@ type Config struct {
 	// as, one per live instance (DefaultUIDBase, DefaultUIDCount). The
 	// range should hold no real users.
 	UIDBase, UIDCount int
-	// TmpSize is the size of each sandbox's /tmp (DefaultTmpSize).
+	// TmpSize is the size of each sandbox's /tmp (DefaultTmpSize), at most
+	// half the function's memory limit: /tmp is a tmpfs whose pages count
+	// against that limit, and a full /tmp should be ENOSPC, which a handler
+	// can catch, not an OOM kill.
 	TmpSize int64
 	// NamespaceTypes lists the namespaces of a sandbox
 	// (DefaultNamespaceTypes).
@@ -109,6 +112,9 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 	case cfg.TmpSize < 1<<20:
 		return nil, errdefs.Invalidf("use at least 1Mi", "process backend: tmp size %d is too small", cfg.TmpSize)
 	}
+	if err := checkNamespaceTypes(cfg.NamespaceTypes); err != nil {
+		return nil, fmt.Errorf("process backend: %w", err)
+	}
 	return &Backend{cfg: cfg, log: log, uids: newUIDPool(cfg.UIDBase, cfg.UIDCount)}, nil
 }
 
@@ -163,6 +169,9 @@ func (b *Backend) Check(ctx context.Context) error {
 	sb, err := Spawn(ctx, b.spawnConfig(cg, "check-"+strconv.FormatUint(b.seq.Add(1), 10)+"-"+strconv.Itoa(os.Getpid()),
 		uid, function.NetworkNone, []string{"/bin/true"}, nil, &stderr))
 	if err != nil {
+		if last := stderr.lastLine(); last != "" {
+			err = fmt.Errorf("%w (its last output: %s)", err, last)
+		}
 		return errdefs.New(errdefs.ErrUnavailable,
 			"the process mode needs Linux 5.12 or later (open_tree, mount_setattr) and the right to create "+
 				"namespaces and mounts; inside a container, run it privileged",
@@ -194,6 +203,23 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	}
 	if len(ids) > 0 {
 		b.log.InfoContext(ctx, "removed sandboxes left by an earlier run", "count", len(ids), "ids", ids)
+	}
+	return nil
+}
+
+// Destroy kills every sandbox of this backend and removes its cgroup
+// parent too. For tests and uninstalls; the backend creates the parent
+// again if used afterwards.
+func (b *Backend) Destroy(ctx context.Context) error {
+	b.mu.Lock()
+	cg := b.cg
+	b.cg = nil
+	b.mu.Unlock()
+	if cg == nil {
+		return nil
+	}
+	if err := cg.Destroy(); err != nil {
+		return fmt.Errorf("destroy process sandboxes: %w", err)
 	}
 	return nil
 }
@@ -288,6 +314,7 @@ func (b *Backend) Start(ctx context.Context, opts sandbox.StartOptions) (sandbox
 	sc.RuntimeDir = b.cfg.RuntimeDir
 	sc.ExtraFiles = []*os.File{reqR, respW} // fd 3, fd 4
 	sc.Limits = cgroup.Limits{MemoryBytes: int64(spec.Memory), MilliCPU: int64(spec.CPU), Pids: int64(spec.Pids)}
+	sc.TmpSize = min(b.cfg.TmpSize, int64(spec.Memory)/2)
 	sb, err := Spawn(ctx, sc)
 	reqR.Close()
 	respW.Close()
@@ -295,6 +322,9 @@ func (b *Backend) Start(ctx context.Context, opts sandbox.StartOptions) (sandbox
 		reqW.Close()
 		respR.Close()
 		b.uids.put(uid)
+		if last := tail.lastLine(); last != "" {
+			err = fmt.Errorf("%w (its last output: %s)", err, last)
+		}
 		return fail(err)
 	}
 	spawned := time.Since(start)

@@ -26,7 +26,9 @@
 // moves it there and then sends a "go" byte. The init, PID 1 of its
 // namespaces, then:
 //
-//  1. makes every mount private, so that nothing it mounts reaches the host;
+//  1. makes every mount private, so that nothing it mounts reaches the host
+//     (and enters a new cgroup namespace, when "cgroup" is among the
+//     namespace types);
 //  2. clones read-only, nosuid, nodev mount trees of /usr, /lib, /lib64,
 //     /bin, /sbin, /etc (recreating usrmerge symlinks), of the function's
 //     code (/code) and of the runtime hosts (/wisp), and of the host's
@@ -62,5 +64,18 @@
 //
 // Killing PID 1 of a PID namespace kills everything in it, so Pdeathsig on
 // the init is enough to take a whole sandbox down with a crashed wisp; the
-// cgroups it leaves behind are what Backend.Cleanup removes.
+// cgroups it leaves behind are what Backend.Cleanup removes. The kernel
+// sends Pdeathsig when the parent's thread that forked the child exits,
+// not the parent process; Go threads do not exit unless a goroutine that
+// called runtime.LockOSThread returns without unlocking, so callers of
+// Spawn must not do that.
+//
+// Cleanup kills every sandbox below its cgroup parent: two wisp processes
+// on one machine need distinct CgroupRoot names.
+//
+// The init is the whole wisp binary, so a cold start pays for the Go
+// runtime and every package's init once more (about 20 ms on the 2-core
+// virtual machine it was measured on) before the runtime host starts;
+// a zygote that forks ready sandboxes is the way past that. The exec host's
+// init stays resident and uses a few MB of the function's memory limit.
 package process

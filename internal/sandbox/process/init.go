@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -108,11 +107,11 @@ func runInit(fdArg string) int {
 		return 2
 	}
 	// Nothing but stdio, the extra files and the sync socket may cross
-	// into the sandbox: a leaked host directory fd would be a way out. Go
-	// opens no descriptors of its own before main, so this closes only
-	// what a parent leaked.
-	_ = unix.CloseRange(uint(fd+1), math.MaxUint32, 0)
+	// into the sandbox: a leaked host directory fd would be a way out.
 	s := initSync{fd: fd}
+	if err := closeInherited(fd); err != nil {
+		return s.fail(err)
+	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
 		return s.fail(fmt.Errorf("sync: %w", err))
 	}
@@ -142,11 +141,50 @@ func runInit(fdArg string) int {
 	return s.fail(fmt.Errorf("exec %s: %w", path, err))
 }
 
+// closeInherited closes the descriptors above last that the parent let
+// through (not close-on-exec: they survived the exec). It leaves the ones
+// this process opened itself before main, which the Go runtime and package
+// initialisers open close-on-exec (the netpoller's epoll descriptor among
+// them: closing that kills the runtime).
+func closeInherited(last int) error {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("close inherited descriptors: %w", err)
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("close inherited descriptors: %w", err)
+	}
+	for _, n := range names {
+		fd, err := strconv.Atoi(n)
+		if err != nil || fd <= last {
+			continue
+		}
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil {
+			continue // the directory listing's own descriptor, closed now
+		}
+		if flags&unix.FD_CLOEXEC == 0 {
+			unix.Close(fd)
+		}
+	}
+	return nil
+}
+
 // buildRoot assembles the sandbox's root filesystem and pivots into it.
 func buildRoot(cfg *initConfig) error {
 	// First, so that no mount below can propagate to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
+	}
+	if cfg.NewCgroup {
+		// Only this thread moves to the new namespace; it is the one that
+		// execs. (The exec host's handlers, forked from any thread, may
+		// see the host's cgroup paths.)
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return fmt.Errorf("create cgroup namespace: %w", err)
+		}
 	}
 
 	// Clone what the sandbox may see while the host's tree is still in
@@ -492,6 +530,11 @@ func serveExec(cfg *initConfig, s initSync) int {
 	// /proc/1/fd.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return s.fail(fmt.Errorf("exec host: %w", err))
+	}
+	// The channel is the init's alone: a handler that inherited it could
+	// read other calls' requests or forge their responses.
+	for fd := 3; fd < 3+cfg.Files; fd++ {
+		unix.CloseOnExec(fd)
 	}
 	stopReaper := reapOrphans()
 	defer stopReaper()

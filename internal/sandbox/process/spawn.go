@@ -22,18 +22,37 @@ import (
 	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
 )
 
-// Namespace types a sandbox can be given. The mount namespace is always
-// created: the sandbox's root filesystem lives in it.
+// Namespace types a sandbox can be given (the names of the system config's
+// process.namespace_types). The mount namespace is always created: the
+// sandbox's root filesystem lives in it.
 const (
-	NamespacePID = "pid"
-	NamespaceIPC = "ipc"
-	NamespaceUTS = "uts"
-	NamespaceNet = "net"
-	NamespaceMnt = "mnt"
+	NamespacePID    = "pid"
+	NamespaceMount  = "mount" // "mnt" is accepted too
+	NamespaceIPC    = "ipc"
+	NamespaceUTS    = "uts"
+	NamespaceNet    = "net"
+	NamespaceCgroup = "cgroup" // /proc/self/cgroup shows "/" instead of the host's layout
+	NamespaceUser   = "user"   // not supported: sandboxes run as an unprivileged uid instead
 )
 
 // DefaultNamespaceTypes are the namespaces of a strict sandbox.
-var DefaultNamespaceTypes = []string{NamespacePID, NamespaceMnt, NamespaceIPC, NamespaceUTS, NamespaceNet}
+var DefaultNamespaceTypes = []string{NamespacePID, NamespaceMount, NamespaceIPC, NamespaceUTS, NamespaceNet}
+
+// checkNamespaceTypes returns an ErrInvalid error for a namespace type
+// sandboxes cannot have.
+func checkNamespaceTypes(types []string) error {
+	for _, t := range types {
+		switch t {
+		case NamespacePID, NamespaceMount, "mnt", NamespaceIPC, NamespaceUTS, NamespaceNet, NamespaceCgroup:
+		case NamespaceUser:
+			return errdefs.Invalidf("remove user from process.namespace_types: process sandboxes already run as an "+
+				"unprivileged uid with no capabilities", "namespace type user is not supported by the process mode")
+		default:
+			return errdefs.Invalidf("use pid, mount, ipc, uts, net and cgroup", "unknown namespace type %q", t)
+		}
+	}
+	return nil
+}
 
 // DefaultTmpSize is the size of a sandbox's /tmp when none is given.
 const DefaultTmpSize = 64 << 20
@@ -76,7 +95,7 @@ type SpawnConfig struct {
 	// "host" (the host's network namespace).
 	Network string
 	// NamespaceTypes lists the namespaces to create (DefaultNamespaceTypes
-	// when empty); "mnt" is implied. Network "host" removes "net".
+	// when empty); "mount" is implied. Network "host" removes "net".
 	NamespaceTypes []string
 	// Seccomp installs the seccomp filter (package seccomp) last.
 	Seccomp bool
@@ -130,6 +149,7 @@ type initConfig struct {
 	GID        int                 `json:"gid"`
 	NewNet     bool                `json:"new_net"`
 	NewUTS     bool                `json:"new_uts"`
+	NewCgroup  bool                `json:"new_cgroup"`
 	Seccomp    bool                `json:"seccomp"`
 }
 
@@ -200,8 +220,11 @@ func (cfg *SpawnConfig) initConfig() (uintptr, *initConfig, error) {
 	if len(types) == 0 {
 		types = DefaultNamespaceTypes
 	}
+	if err := checkNamespaceTypes(types); err != nil {
+		return 0, nil, err
+	}
 	flags := uintptr(unix.CLONE_NEWNS)
-	var newNet, newUTS bool
+	var newNet, newUTS, newCgroup bool
 	for _, t := range types {
 		switch t {
 		case NamespacePID:
@@ -216,9 +239,11 @@ func (cfg *SpawnConfig) initConfig() (uintptr, *initConfig, error) {
 				flags |= unix.CLONE_NEWNET
 				newNet = true
 			}
-		case NamespaceMnt, "mount":
-		default:
-			return 0, nil, errdefs.Invalidf("use pid, mnt, ipc, uts and net", "unknown namespace type %q", t)
+		case NamespaceCgroup:
+			// Created by the init once it is in its cgroup (on v1 the
+			// parent moves it there after clone), so that the namespace's
+			// root is the sandbox's own cgroup.
+			newCgroup = true
 		}
 	}
 	tmp := cfg.TmpSize
@@ -238,6 +263,7 @@ func (cfg *SpawnConfig) initConfig() (uintptr, *initConfig, error) {
 		GID:        cfg.GID,
 		NewNet:     newNet,
 		NewUTS:     newUTS,
+		NewCgroup:  newCgroup,
 		Seccomp:    cfg.Seccomp,
 	}, nil
 }
@@ -273,21 +299,26 @@ func spawn(ctx context.Context, cfg SpawnConfig, flags uintptr, icfg *initConfig
 	}
 
 	syncFD := 3 + len(cfg.ExtraFiles)
-	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
-		Args:       []string{"wisp-sandbox-init", InitArg, strconv.Itoa(syncFD)},
-		Env:        []string{},
-		Stdout:     cfg.Stdout,
-		Stderr:     cfg.Stderr,
-		ExtraFiles: append(append([]*os.File{}, cfg.ExtraFiles...), childSock),
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: flags,
-			Setsid:     true,
-			Pdeathsig:  syscall.SIGKILL,
-		},
+	newCmd := func() *exec.Cmd {
+		return &exec.Cmd{
+			Path:       "/proc/self/exe",
+			Args:       []string{"wisp-sandbox-init", InitArg, strconv.Itoa(syncFD)},
+			Env:        []string{},
+			Stdout:     cfg.Stdout,
+			Stderr:     cfg.Stderr,
+			ExtraFiles: append(append([]*os.File{}, cfg.ExtraFiles...), childSock),
+			SysProcAttr: &syscall.SysProcAttr{
+				Cloneflags: flags,
+				Setsid:     true,
+				Pdeathsig:  syscall.SIGKILL,
+			},
+		}
 	}
-	v2 := cfg.Cgroups.Version() == cgroup.V2
-	if v2 {
+	cmd := newCmd()
+	// On cgroup v2 the child is born in its cgroup (clone3 with
+	// CLONE_INTO_CGROUP): nothing it does is ever charged elsewhere.
+	intoCgroup := cfg.Cgroups.Version() == cgroup.V2
+	if intoCgroup {
 		dir, err := group.FD()
 		if err != nil {
 			parentSock.Close()
@@ -297,7 +328,15 @@ func spawn(ctx context.Context, cfg SpawnConfig, flags uintptr, icfg *initConfig
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = int(dir.Fd())
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	if err != nil && intoCgroup && errors.Is(err, syscall.ENOSYS) {
+		// clone3 refused (kernel before 5.7, or wisp itself runs under a
+		// seccomp profile that hides clone3): clone, then move the child.
+		intoCgroup = false
+		cmd = newCmd()
+		err = cmd.Start()
+	}
+	if err != nil {
 		parentSock.Close()
 		return nil, fail(fmt.Errorf("clone sandbox init: %w", err))
 	}
@@ -315,7 +354,7 @@ func spawn(ctx context.Context, cfg SpawnConfig, flags uintptr, icfg *initConfig
 		return nil, err
 	}
 
-	if !v2 {
+	if !intoCgroup {
 		if err := group.AddProc(cmd.Process.Pid); err != nil {
 			return abort(fail(err))
 		}
@@ -344,15 +383,24 @@ func (s *Sandbox) awaitInit(sock *os.File) error {
 	for {
 		line, err := r.ReadBytes('\n')
 		if err != nil {
-			if errors.Is(err, io.EOF) && len(line) == 0 {
-				if ready {
-					return nil
-				}
-				// Died without a word: report how.
-				<-s.exited
-				return &SetupError{ID: s.id, Reason: "sandbox init " + s.Reason()}
+			if errors.Is(err, io.EOF) && len(line) == 0 && ready {
+				return nil
 			}
-			return fmt.Errorf("start sandbox %s: read from sandbox init: %w", s.id, err)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("start sandbox %s: read from sandbox init: %w", s.id, err)
+			}
+			// Died without a word (EOF, or ECONNRESET when it left the go
+			// byte unread): report how.
+			select {
+			case <-s.exited:
+			case <-time.After(closeWait):
+				return fmt.Errorf("start sandbox %s: read from sandbox init: %w", s.id, err)
+			}
+			reason := "sandbox init " + s.Reason()
+			if s.OOMKilled() {
+				reason += " (out of memory: the memory limit is too small for the sandbox init)"
+			}
+			return &SetupError{ID: s.id, Reason: reason}
 		}
 		var m initMsg
 		if err := json.Unmarshal(line, &m); err != nil {

@@ -3,14 +3,16 @@
 // before handing over to the runtime host, after it has built the sandbox's
 // mounts, since the filter forbids mounting.
 //
-// The filter is a deny list on top of a default-allow policy, like Docker's
-// and Chromium's: namespaces, capabilities, a read-only root and an
-// unprivileged uid already take away most of what a process could do; the
-// filter removes the kernel interfaces that remain reachable from an
-// unprivileged process and have a history of privilege escalations
-// (user namespaces, bpf, userfaultfd, keyrings, perf events, ...), and the
-// ones that make no sense inside a function (mount, reboot, swapon, setting
-// the clock, loading modules).
+// The filter is a deny list on top of a default-allow policy. Docker's and
+// Chromium's filters are allow lists, which are tighter but break native
+// extensions that use a system call nobody listed; here namespaces, no
+// capabilities, a read-only root and an unprivileged uid already take away
+// most of what a process could do, and the filter removes the kernel
+// interfaces that remain reachable from an unprivileged process and have a
+// history of privilege escalations (user namespaces, bpf, userfaultfd,
+// io_uring, keyrings, perf events, ...), and the ones that make no sense
+// inside a function (mount, reboot, swapon, setting the clock, loading
+// modules).
 //
 // # What it refuses
 //

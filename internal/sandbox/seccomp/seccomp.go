@@ -21,6 +21,9 @@ var Denied = []string{
 	// The kernel itself.
 	"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
 	"bpf", "perf_event_open", "userfaultfd", "lookup_dcookie",
+	// io_uring: a large attack surface that Docker, Android and ChromeOS
+	// also deny; runtimes (libuv) fall back to plain system calls.
+	"io_uring_setup", "io_uring_enter", "io_uring_register",
 	"keyctl", "add_key", "request_key",
 	"swapon", "swapoff", "reboot", "syslog", "acct", "quotactl",
 	// Namespaces (clone's namespace flags are checked separately).

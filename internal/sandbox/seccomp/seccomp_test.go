@@ -79,6 +79,10 @@ var probes = []probe{
 		return err
 	}},
 	{"setns", unix.EPERM, func() error { return unix.Setns(-1, 0) }},
+	{"io_uring_setup", unix.EPERM, func() error {
+		_, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, 0, 0)
+		return errnoErr(e)
+	}},
 	{"clone3", unix.ENOSYS, func() error {
 		// Without the filter: EINVAL (no arguments).
 		_, _, e := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)

@@ -119,18 +119,26 @@ class Request {
     this.timeoutMs = h.timeout_ms || 0;
     // Lower-case names, first value each, as in Node's http module.
     const headers = {};
+    const all = {};
     if (h.headers) {
       for (const name of Object.keys(h.headers)) {
         const v = h.headers[name];
+        const values = Array.isArray(v) ? v.map(String) : [String(v)];
         const key = name.toLowerCase();
-        if (!(key in headers)) headers[key] = Array.isArray(v) ? (v.length ? String(v[0]) : '') : String(v);
+        if (!(key in headers)) headers[key] = values.length ? values[0] : '';
+        all[key] = (all[key] || []).concat(values);
       }
     }
     this.headers = headers;
-    this.rawHeaders = h.headers || {};
+    this._all = all;
     this.body = body;
     this._json = undefined;
     this._query = undefined;
+  }
+
+  // Every value of a header, in order (name in any case).
+  headerValues(name) {
+    return (this._all[String(name).toLowerCase()] || []).slice();
   }
 
   text() {

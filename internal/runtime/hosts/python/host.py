@@ -16,11 +16,9 @@
 # What it prints during a call comes back with that call's response; what is
 # printed outside calls (at import) goes to the instance's stdout/stderr.
 
-import asyncio
 import collections.abc
 import contextvars
 import importlib.util
-import inspect
 import json
 import os
 import signal
@@ -284,6 +282,17 @@ def _user_tb(tb):
     return tb
 
 
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect (and asyncio)
+
+
+def _is_coroutine_function(fn):
+    """inspect.iscoroutinefunction without its import cost on every cold start."""
+    while hasattr(fn, "__func__"):  # bound methods
+        fn = fn.__func__
+    code = getattr(fn, "__code__", None)
+    return code is not None and bool(code.co_flags & _CO_COROUTINE)
+
+
 def _format_exc(e):
     return "".join(traceback.format_exception(type(e), e, _user_tb(e.__traceback__)))
 
@@ -376,7 +385,7 @@ class _Host:
             except BaseException as e:  # SystemExit too: a call never kills the host
                 self._respond(h, logs, exc=e)
                 return
-            if inspect.isawaitable(result):
+            if hasattr(result, "__await__"):
                 self._respond(h, logs, exc=TypeError("handle returned an awaitable; declare it async def handle(req)"))
                 return
             self._respond(h, logs, result)
@@ -483,10 +492,12 @@ def main(argv):
         _exit(1)
 
     host = _Host(channel, handle)
-    is_async = inspect.iscoroutinefunction(handle) or inspect.iscoroutinefunction(getattr(handle, "__call__", None))
+    is_async = _is_coroutine_function(handle) or _is_coroutine_function(getattr(handle, "__call__", None))
     channel.send({"ready": True, "init_ms": (time.perf_counter() - _T0) * 1000, "pid": os.getpid()})
 
     if is_async:
+        import asyncio  # only async handlers pay its ~90 ms import
+
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="wisp-asyncio", daemon=True).start()
         for h, body in channel.frames():
