@@ -154,19 +154,21 @@ process:
 		{name: "memory", yaml: "process:\n  memory_limit: 1Mi\n", wantErr: "process.memory_limit: 1Mi is too small", kind: errdefs.ErrInvalid},
 		{name: "retention", yaml: "store:\n  activation_retention: 0\n", wantErr: "store.activation_retention", kind: errdefs.ErrInvalid},
 		{name: "unpacked", yaml: "store:\n  max_unpacked_size: 1Mi\n", wantErr: "store.max_unpacked_size", kind: errdefs.ErrInvalid},
+		{name: "log limit zero", yaml: "store:\n  log_limit: 0\n", wantErr: "store.log_limit: must be positive", kind: errdefs.ErrInvalid},
+		{name: "result limit", yaml: "store:\n  result_limit: 1Gi\n", wantErr: "store.result_limit: 1Gi is too large", kind: errdefs.ErrInvalid},
 		{name: "log level", yaml: "log:\n  level: verbose\n", wantErr: "log.level", kind: errdefs.ErrInvalid},
 		{name: "log format", yaml: "log:\n  format: xml\n", wantErr: "log.format", kind: errdefs.ErrInvalid},
 		{name: "queue timeout", yaml: "execution:\n  queue_timeout: 0s\n", wantErr: "execution.queue_timeout: must be positive", kind: errdefs.ErrInvalid},
 		{
-			name: "anchors and merge keys",
-			yaml: "limits: &l\n  memory_limit: 256Mi\n",
+			name:    "anchors and merge keys",
+			yaml:    "limits: &l\n  memory_limit: 256Mi\n",
 			wantErr: `unknown section "limits"`, kind: errdefs.ErrInvalid,
 		},
 		{name: "merge key refers to itself", yaml: "execution: &a {<<: *a}\n", wantErr: "refers to the mapping", kind: errdefs.ErrInvalid},
 		{name: "merge nested", yaml: "execution: &a\n  process: {<<: *a}\n", wantErr: `unknown field "process" in execution`, kind: errdefs.ErrInvalid},
 		{
-			name: "merge key inside a section",
-			yaml: "process: &p\n  memory_limit: 256Mi\ncontainer:\n  <<: *p\n",
+			name:    "merge key inside a section",
+			yaml:    "process: &p\n  memory_limit: 256Mi\ncontainer:\n  <<: *p\n",
 			wantErr: "", want: func(c *Config) {
 				c.Process.MemoryLimit = 256 << 20
 				c.Container.MemoryLimit = 256 << 20

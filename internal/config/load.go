@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -226,18 +227,17 @@ func unknownField(k *yaml.Node, section string, names []string) error {
 	return &checkError{line: k.Line, msg: msg, hint: hint}
 }
 
-// decodeMessage turns a yaml.v3 decode error into a short sentence.
+var linePrefixRE = regexp.MustCompile(`^line [0-9]+: `)
+
+// decodeMessage turns a decode error into a short sentence without the
+// line, which the caller puts in front.
 func decodeMessage(err error) string {
+	m := strings.TrimPrefix(err.Error(), "yaml: ")
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
-		m := te.Errors[0]
-		// "line 3: cannot unmarshal !!str `abc` into int"
-		if _, rest, ok := strings.Cut(m, ": "); ok && strings.HasPrefix(m, "line ") {
-			m = rest
-		}
-		return m
+		m = te.Errors[0] // "line 3: cannot unmarshal !!str `abc` into int"
 	}
-	return strings.TrimPrefix(err.Error(), "yaml: ")
+	return linePrefixRE.ReplaceAllString(m, "")
 }
 
 // suggest returns the name closest to s when it is a plausible typo.

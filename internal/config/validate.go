@@ -229,11 +229,16 @@ func (s *Store) validate() error {
 		return bad("store.activation_retention", "use a number of records between 1 and 100000000",
 			"%d is out of range", s.ActivationRetention)
 	}
-	if s.LogLimit > 64<<20 {
-		return bad("store.log_limit", "use at most 64Mi; ship bigger logs elsewhere", "%s is too large", s.LogLimit)
-	}
-	if s.ResultLimit > 64<<20 {
-		return bad("store.result_limit", "use at most 64Mi", "%s is too large", s.ResultLimit)
+	for _, l := range []struct {
+		key string
+		v   function.Size
+	}{{"store.log_limit", s.LogLimit}, {"store.result_limit", s.ResultLimit}} {
+		switch {
+		case l.v < 1:
+			return bad(l.key, "use a positive size like 64Ki", "must be positive")
+		case l.v > 64<<20:
+			return bad(l.key, "use at most 64Mi", "%s is too large", l.v)
+		}
 	}
 	return nil
 }

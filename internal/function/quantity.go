@@ -55,7 +55,9 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 func (d *Duration) UnmarshalJSON(b []byte) error { return unmarshalScalarJSON(b, d.UnmarshalText) }
 
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return atLine(n, d.UnmarshalText([]byte(n.Value))) }
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	return atLine(n, d.UnmarshalText([]byte(n.Value)))
+}
 
 // Size is a byte count written as "64Mi", "1Gi", "512Ki", "128M" or a bare
 // number of bytes.
@@ -162,7 +164,9 @@ func (c *MilliCPU) UnmarshalText(b []byte) error {
 
 func (c *MilliCPU) UnmarshalJSON(b []byte) error { return unmarshalScalarJSON(b, c.UnmarshalText) }
 
-func (c *MilliCPU) UnmarshalYAML(n *yaml.Node) error { return atLine(n, c.UnmarshalText([]byte(n.Value))) }
+func (c *MilliCPU) UnmarshalYAML(n *yaml.Node) error {
+	return atLine(n, c.UnmarshalText([]byte(n.Value)))
+}
 
 // unmarshalScalarJSON accepts both "30s" and 30 in JSON.
 func unmarshalScalarJSON(b []byte, text func([]byte) error) error {

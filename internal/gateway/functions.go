@@ -115,13 +115,20 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string,
 	defer g.deployMu.Unlock()
 
 	rec, err := g.readDeploy(ctx, r, urlName)
+	if err != nil && rec != nil && rec.CodeDigest != "" {
+		// The upload is stored content-addressed before validation ends:
+		// drop it again unless something else uses the same code.
+		keep := append(g.catalog.digests(), g.sched.LiveDigests()...)
+		if derr := g.store.DiscardCode(ctx, rec.CodeDigest, keep); derr != nil {
+			g.log.Warn("discard code of a failed deploy", "digest", rec.CodeDigest, "err", derr)
+		}
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			err = errdefs.New(errdefs.ErrTooLarge, "add a .wispignore for files the function does not need, or raise store.max_code_size",
 				"code archive exceeds the limit of %d bytes", g.cfg.MaxCodeSize)
 		}
-		g.gc(ctx)
 		writeError(w, fmt.Errorf("deploy: %w", err))
 		return
 	}
@@ -132,7 +139,9 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string,
 		stored, err = g.store.PutFunction(ctx, rec)
 	}
 	if err != nil {
-		g.gc(ctx)
+		if rec.CodeDigest != "" {
+			_ = g.store.DiscardCode(ctx, rec.CodeDigest, append(g.catalog.digests(), g.sched.LiveDigests()...))
+		}
 		writeError(w, fmt.Errorf("deploy %s: %w", rec.Spec.Name, err))
 		return
 	}
@@ -223,14 +232,14 @@ func (g *Gateway) readDeploy(ctx context.Context, r *http.Request, urlName strin
 	dir := ""
 	if rec.CodeDigest != "" {
 		if dir, err = g.store.CodeDir(ctx, rec.CodeDigest); err != nil {
-			return nil, err
+			return rec, err
 		}
 	} else if function.Family(spec.Runtime) != function.RuntimeExec {
-		return nil, errdefs.Invalidf("deploy with wisp deploy -f function.yaml, which uploads the directory holding the spec",
+		return rec, errdefs.Invalidf("deploy with wisp deploy -f function.yaml, which uploads the directory holding the spec",
 			"function %s has no code: %s functions need their handler file", spec.Name, spec.Runtime)
 	}
 	if err := spec.ValidateCode(dir); err != nil {
-		return nil, err
+		return rec, err
 	}
 	return rec, nil
 }

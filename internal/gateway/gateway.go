@@ -36,6 +36,7 @@ type Store interface {
 	PutCode(ctx context.Context, r io.Reader) (digest string, size int64, err error)
 	CodeDir(ctx context.Context, digest string) (string, error)
 	GCCode(ctx context.Context, keep []string) (store.GCResult, error)
+	DiscardCode(ctx context.Context, digest string, keep []string) error
 	RecordActivation(a *store.Activation)
 	GetActivation(ctx context.Context, id string) (*store.Activation, error)
 	ListActivations(ctx context.Context, f store.ActivationFilter) ([]*store.Activation, error)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -62,6 +63,22 @@ type Activation struct {
 	ResponseBytes   int64  `json:"response_bytes"`
 }
 
+// maxIDLen bounds an activation id (a UUID is 36 bytes).
+const maxIDLen = 128
+
+// sanitize replaces the floats JSON cannot hold (NaN, ±Inf) with 0.
+func (a *Activation) sanitize() {
+	bad := func(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
+	if bad(a.DurationMs) {
+		a.DurationMs = 0
+	}
+	for k, v := range a.Timings {
+		if bad(v) {
+			a.Timings[k] = 0
+		}
+	}
+}
+
 func (a *Activation) clone() *Activation {
 	c := *a
 	if a.Timings != nil {
@@ -85,15 +102,16 @@ type activationQueue struct {
 
 	// mu guards everything below it.
 	mu       sync.Mutex
-	notFull  *sync.Cond             // signalled when buf is taken or the queue closes
-	buf      []*Activation          // waiting, in arrival order
-	byID     map[string]*Activation // waiting or being written: latest record per id
-	enqueued uint64                 // records ever queued
-	written  uint64                 // records ever committed (or failed): the writer's progress
-	urgent   bool                   // Flush is waiting: do not wait for FlushInterval
-	closed   bool                   // Close was called: refuse new records
-	lastErr  error                  // the last failed batch, reported by Flush and Close
-	batchEnd chan struct{}          // closed and replaced after each batch
+	notFull  *sync.Cond                // signalled when buf is taken or the queue closes
+	buf      []*Activation             // waiting, in arrival order
+	byID     map[string]*Activation    // waiting or being written: latest record per id
+	enqueued uint64                    // records ever queued
+	written  uint64                    // records ever committed (or failed): the writer's progress
+	urgent   bool                      // Flush is waiting: do not wait for FlushInterval
+	closed   bool                      // Close was called: refuse new records
+	lastErr  error                     // the last failed batch, reported by Flush and Close
+	batchEnd chan struct{}             // closed and replaced after each batch
+	write    func([]*Activation) error // commits a batch (replaced in benchmarks)
 
 	wake    chan struct{} // cap 1: buf went from empty to not empty
 	full    chan struct{} // cap 1: write now (a batch is full, Flush, Close)
@@ -109,6 +127,7 @@ func newActivationQueue(s *Store) *activationQueue {
 		full:     make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
 	}
+	q.write = s.writeActivations
 	q.notFull = sync.NewCond(&q.mu)
 	go q.run()
 	return q
@@ -212,10 +231,11 @@ func (q *activationQueue) run() {
 		q.buf = make([]*Activation, 0, min(len(batch), opts.QueueSize))
 		q.urgent = false
 		seq := q.enqueued
+		write := q.write
 		q.notFull.Broadcast()
 		q.mu.Unlock()
 
-		err := q.s.writeActivations(batch)
+		err := write(batch)
 		if err != nil {
 			opts.Logger.Error("activation records lost: writing a batch failed",
 				"records", len(batch), "error", err)
@@ -351,6 +371,20 @@ func (s *Store) writeActivations(batch []*Activation) error {
 			return err
 		}
 		for _, a := range batch {
+			if a.ID == "" || len(a.ID) > maxIDLen {
+				s.opts.Logger.Error("activation record dropped: bad id", "id", truncate(a.ID), "function", a.Function)
+				continue
+			}
+			v, err := json.Marshal(a)
+			if err != nil {
+				// NaN or infinite timings: keep the record, zero those.
+				c := a.clone()
+				c.sanitize()
+				if v, err = json.Marshal(c); err != nil {
+					s.opts.Logger.Error("activation record dropped: cannot encode it", "id", a.ID, "error", err)
+					continue
+				}
+			}
 			key := []byte(a.ID)
 			if old := acts.Get(key); old != nil {
 				if fn := functionOf(old); fn != a.Function {
@@ -360,10 +394,6 @@ func (s *Store) writeActivations(batch []*Activation) error {
 				}
 			} else {
 				count++
-			}
-			v, err := json.Marshal(a)
-			if err != nil {
-				return fmt.Errorf("encode activation %s: %w", a.ID, err)
 			}
 			if err := acts.Put(key, v); err != nil {
 				return fmt.Errorf("put activation %s: %w", a.ID, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -388,27 +389,54 @@ func TestFunctionOf(t *testing.T) {
 	}
 }
 
-// BenchmarkRecordActivationEnqueue measures the caller's cost alone: the
-// timer stops while the queue is drained every 32768 calls, so
-// RecordActivation never waits for the writer (which still runs alongside,
-// as in production).
+// BenchmarkRecordActivationEnqueue measures the caller's cost alone (the
+// queue, truncation, signalling the writer), with a writer that drops its
+// batches instead of committing them, so RecordActivation never waits.
 func BenchmarkRecordActivationEnqueue(b *testing.B) {
-	s, _ := openStore(b, Options{QueueSize: 1 << 16})
+	s, _ := openStore(b, Options{})
+	s.acts.mu.Lock()
+	s.acts.write = func([]*Activation) error { return nil }
+	s.acts.mu.Unlock()
 	a := Activation{Function: "hello", Status: StatusSuccess, StatusCode: 200, Logs: "handled request\n", Result: []byte(`{"message":"hello"}`)}
-	ctx := context.Background()
+	id := NewActivationID()
 	b.ReportAllocs()
 	b.ResetTimer()
-	for i := range b.N {
-		if i%(1<<15) == 0 {
-			b.StopTimer()
-			if err := s.Flush(ctx); err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c := a
+			c.ID = id
+			s.RecordActivation(&c)
 		}
-		c := a
-		c.ID = NewActivationID()
-		s.RecordActivation(&c)
+	})
+}
+
+func BenchmarkNewActivationID(b *testing.B) {
+	b.ReportAllocs()
+	for range b.N {
+		NewActivationID()
 	}
-	b.StopTimer()
+}
+
+// One bad record (NaN timings, a huge id) must not lose its batch.
+func TestActivationBadRecords(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openStore(t, Options{Logger: slog.New(slog.DiscardHandler)})
+	nan := NewActivationID()
+	good := NewActivationID()
+	s.RecordActivation(&Activation{ID: nan, Function: "f", DurationMs: math.NaN(), Timings: map[string]float64{"run": math.Inf(1), "queue": 1}})
+	s.RecordActivation(&Activation{ID: strings.Repeat("x", 1000), Function: "f"})
+	s.RecordActivation(&Activation{ID: good, Function: "f"})
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.GetActivation(ctx, nan)
+	if err != nil || a.DurationMs != 0 || a.Timings["run"] != 0 || a.Timings["queue"] != 1 {
+		t.Fatalf("NaN record: %+v, %v", a, err)
+	}
+	if _, err := s.GetActivation(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _, count := committed(t, s); len(ids) != 2 || count != 2 {
+		t.Fatalf("committed %v, count %d", ids, count)
+	}
 }

@@ -221,7 +221,9 @@ func (s *Store) CodeDir(ctx context.Context, digest string) (string, error) {
 		s.flights[h] = f
 		// The extraction is not tied to the first caller's context: others
 		// may be waiting for it, and its size is bounded.
+		s.bg.Add(1)
 		go func() {
+			defer s.bg.Done()
 			f.dir, f.err = s.extract(h, digest)
 			s.flightMu.Lock()
 			delete(s.flights, h)

@@ -16,8 +16,9 @@
 //	    ├── <hex>/             unpacked archive <hex>: dirs 0755, files 0644 or 0755,
 //	    │                      owned by the wisp serve user (root), so readable but not
 //	    │                      writable by the unprivileged uid of a sandbox
-//	    └── .extract-<hex>-*   extraction in progress; renamed to <hex> when complete,
-//	                           removed by Open
+//	    ├── .extract-<hex>-*   extraction in progress; renamed to <hex> when complete
+//	    └── .trash-*           a directory GCCode is deleting
+//	                           (dot names are never served, and Open removes them)
 //
 // A blob is named by the SHA-256 of its bytes, so uploading the same archive
 // twice stores it once, and a digest in a FunctionRecord names exactly one
@@ -70,8 +71,12 @@
 //
 // # Concurrency
 //
-// All methods are safe for concurrent use. Lock order: Store.gcMu (held for
-// writing by GCCode, for reading while a digest is being referenced or
-// installed) before Store.flightMu (the extraction in progress per digest)
-// and before activationQueue.mu; bbolt transactions are taken last.
+// All methods are safe for concurrent use. Store.gcMu is held for writing
+// by GCCode (and DiscardCode) while they decide what is unreferenced and
+// remove it, and for reading while a digest is being referenced
+// (PutFunction) or a directory installed or touched (CodeDir, PutCode), so
+// collection never removes what is being put to use. Store.flightMu guards
+// the extraction in progress per digest; activationQueue.mu guards the
+// activation queue. No two of these are ever held together; bbolt
+// transactions may be opened while holding gcMu, never the other way round.
 package store

@@ -42,6 +42,9 @@ const IgnoreFile = ".wispignore"
 // devices are an error (leave them out with .wispignore).
 func Pack(dir string, w io.Writer, ignore []string) error {
 	root, err := filepath.Abs(dir)
+	if err == nil {
+		root, err = filepath.EvalSymlinks(root) // dir itself may be a link
+	}
 	if err != nil {
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}

@@ -107,7 +107,7 @@ func TestPackDeterministic(t *testing.T) {
 func TestPackIgnore(t *testing.T) {
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{
-		".wispignore": "# build output\n*.pyc\n__pycache__/\nnode_modules/\n/build\n!keep.pyc\ndocs/**/*.md\nlogs/**\n\\#literal\n",
+		".wispignore":                "# build output\n*.pyc\n__pycache__/\nnode_modules/\n/build\n!keep.pyc\ndocs/**/*.md\nlogs/**\n\\#literal\n",
 		"handler.py":                 "x",
 		"mod.pyc":                    "x",
 		"keep.pyc":                   "x",

@@ -125,6 +125,7 @@ type Store struct {
 	// flightMu guards flights: one extraction per digest at a time.
 	flightMu sync.Mutex
 	flights  map[string]*flight
+	bg       sync.WaitGroup // extractions in progress; Close waits for them
 
 	acts *activationQueue
 
@@ -188,7 +189,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	dbPath := filepath.Join(dir, "wisp.db")
-	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{
+		Timeout: opts.LockTimeout,
+		// As etcd does: a hashmap freelist stays fast with the many pages
+		// that pruning activations frees, and not writing the freelist
+		// makes each commit cheaper (Open rebuilds it by a scan).
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: true,
+	})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			who := "another wisp serve"
@@ -219,6 +227,7 @@ func (s *Store) Dir() string { return s.dir }
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		werr := s.acts.close()
+		s.bg.Wait()
 		derr := s.db.Close()
 		s.closeErr = errors.Join(werr, derr)
 	})
