@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"net"
 	"net/http"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wisp-faas/wisp/internal/server"
 )
 
 var (
@@ -50,9 +53,9 @@ func freePort(t *testing.T) string {
 }
 
 // startBinary runs `wisp serve` as a separate process and waits for healthz.
-func startBinary(t *testing.T, bin, dataDir, cfgFile, addr string) *exec.Cmd {
+func startBinary(t *testing.T, bin, dataDir, cfgFile, addr string, extra ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--data", dataDir, "--config", cfgFile, "--listen", addr)
+	cmd := exec.Command(bin, append([]string{"serve", "--data", dataDir, "--config", cfgFile, "--listen", addr}, extra...)...)
 	if os.Getenv("WISP_TEST_LOGS") != "" {
 		cmd.Stderr = os.Stderr
 	}
@@ -85,4 +88,39 @@ func countCgroups(root string) int {
 		}
 	}
 	return n
+}
+
+// WriteExamplesTo copies the embedded examples into dir.
+func WriteExamplesTo(dir string) error { return server.WriteExamples(dir) }
+
+// startBinaryOut is startBinary with stdout captured into out.
+func startBinaryOut(t *testing.T, bin, dataDir, cfgFile, addr string, extra ...string) (*exec.Cmd, *lockedWriter) {
+	t.Helper()
+	w := &lockedWriter{b: &bytes.Buffer{}}
+	cmd := exec.Command(bin, append([]string{"serve", "--data", dataDir, "--config", cfgFile, "--listen", addr}, extra...)...)
+	cmd.Stdout = w
+	if os.Getenv("WISP_TEST_LOGS") != "" {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, w
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
