@@ -33,5 +33,6 @@ and the commands to call them printed.`,
 	cmd.Flags().StringVar(&o.DataDir, "data", ".wisp-data", "data directory (registry, code, activations)")
 	cmd.Flags().StringVar(&o.ConfigPath, "config", "", "system config file (YAML); defaults apply when absent")
 	cmd.Flags().BoolVar(&o.Demo, "demo", false, "deploy the example functions and print how to call them")
+	cmd.Flags().StringVar(&o.DebugAddr, "debug-addr", "", "serve Go pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
 	return cmd
 }

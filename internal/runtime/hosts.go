@@ -165,7 +165,7 @@ func orDefault(s, def string) string {
 // function's code at codeDir and the extracted hosts at runtimeDir (inside a
 // sandbox: SandboxCodeDir and SandboxRuntimeDir):
 //
-//	/usr/bin/python3 -B RUNTIME/python/host.py CODE HANDLER
+//	/usr/bin/python3 -B -S RUNTIME/python/host.py CODE HANDLER
 //	/usr/bin/node RUNTIME/node/host.js CODE HANDLER
 //
 // For exec it returns (nil, nil): the sandbox's init process serves the
@@ -177,7 +177,9 @@ func (l Launcher) Command(spec *function.Spec, codeDir, runtimeDir string) ([]st
 	}
 	switch function.Family(spec.Runtime) {
 	case function.RuntimePython:
-		return []string{bin, "-B", path.Join(runtimeDir, PythonHost), codeDir, spec.Handler}, nil
+		// -B: code is read-only, never write bytecode; -S: skip site (the
+		// host adds Debian's dist-packages itself), ~10 ms of every cold start.
+		return []string{bin, "-B", "-S", path.Join(runtimeDir, PythonHost), codeDir, spec.Handler}, nil
 	case function.RuntimeNode:
 		return []string{bin, path.Join(runtimeDir, NodeHost), codeDir, spec.Handler}, nil
 	}

@@ -83,8 +83,8 @@ func TestLauncherCommand(t *testing.T) {
 		wantKind error
 		wantHint string
 	}{
-		{runtime: "python3", want: []string{bin + "/python3", "-B", "/wisp/python/host.py", "/code", "h.py"}},
-		{runtime: "python3.11", want: []string{bin + "/python3.11", "-B", "/wisp/python/host.py", "/code", "h.py"}},
+		{runtime: "python3", want: []string{bin + "/python3", "-B", "-S", "/wisp/python/host.py", "/code", "h.py"}},
+		{runtime: "python3.11", want: []string{bin + "/python3.11", "-B", "-S", "/wisp/python/host.py", "/code", "h.py"}},
 		{runtime: "python3.99", wantKind: errdefs.ErrUnavailable, wantHint: "apt-get install python3.99"},
 		{runtime: "node", want: []string{bin + "/node", "/wisp/node/host.js", "/code", "h.py"}},
 		{runtime: "node20", want: []string{bin + "/node", "/wisp/node/host.js", "/code", "h.py"}},

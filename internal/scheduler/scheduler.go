@@ -57,7 +57,6 @@ type Result struct {
 	Cold       bool
 	InstanceID string
 	Timings    Timings
-	Usage      sandbox.Usage // the serving instance's usage after the call
 }
 
 // Observer receives pool events for metrics. All methods must be cheap and
@@ -170,7 +169,6 @@ func (s *Scheduler) Invoke(ctx context.Context, t *Target, req *sandbox.Request)
 		}
 		return res, fmt.Errorf("invoke %s: %w", t.Name, err)
 	}
-	res.Usage = l.inst.inst.Usage()
 	return res, nil
 }
 

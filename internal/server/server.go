@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // profiles on --debug-addr only: they are served from http.DefaultServeMux, which the API does not use
 	"os"
 	"path/filepath"
 	"time"
@@ -40,6 +41,9 @@ type Options struct {
 	Ready func(addr string)
 	// Config, if set, is used instead of loading ConfigPath (tests).
 	Config *config.Config
+	// DebugAddr, if set, serves Go's pprof profiles there (keep it on
+	// loopback: profiles reveal memory contents).
+	DebugAddr string
 }
 
 // Run serves until ctx ends, then shuts down cleanly.
@@ -170,6 +174,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if o.DebugAddr != "" {
+		dbg := &http.Server{Addr: o.DebugAddr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("debug server", "addr", o.DebugAddr, "err", err)
+			}
+		}()
+		defer dbg.Close()
+		log.Info("pprof profiles served", "addr", "http://"+o.DebugAddr+"/debug/pprof/")
+	}
 	addr := ln.Addr().String()
 	log.Info("wisp serving", "addr", addr, "data", dataDir, "version", o.Version)
 	if o.Ready != nil {
