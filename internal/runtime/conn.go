@@ -325,8 +325,17 @@ func (c *Conn) send(ctx context.Context, id uint64, req *sandbox.Request) error 
 			c.fail(crashed(err, "runtime channel abandoned mid-frame after a timeout"))
 			return c.timeoutErr(ctx, id)
 		}
-		err = crashed(err, "runtime host stopped reading requests: %v", err)
-		c.fail(err)
+		// The host is gone. Let the reader drain what it wrote before it
+		// died (a load error frame says why), so that cause wins over the
+		// bare broken pipe.
+		select {
+		case <-c.done:
+		case <-time.After(250 * time.Millisecond):
+		}
+		c.fail(crashed(err, "runtime host stopped reading requests: %v", err))
+		c.mu.Lock()
+		err = c.err
+		c.mu.Unlock()
 		return fmt.Errorf("call %d: %w", id, err)
 	}
 	return nil
