@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -256,5 +257,25 @@ func TestDeployLifecycle(t *testing.T) {
 	}
 	if w = serve(g, httptest.NewRequest(http.MethodPost, "/function/f", nil)); w.Code != 404 {
 		t.Fatalf("invoke after delete: %d", w.Code)
+	}
+}
+
+func TestDeployCodeTooLarge(t *testing.T) {
+	g, st := newGateway(t, &fakeScheduler{})
+	// 3 MiB of incompressible bytes against a 1 MiB code limit.
+	big := make([]byte, 3<<20)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range big {
+		big[i] = byte(r.Uint32())
+	}
+	w := serve(g, deployReq(t, "f", "name: f\nruntime: python3\nhandler: h.py\n", map[string]string{"h.py": "", "data.bin": string(big)}))
+	if w.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("HTTP %d %s; want 413", w.Code, w.Body)
+	}
+	if e := errBody(t, w); !strings.Contains(e.Hint, ".wispignore") {
+		t.Fatalf("hint does not suggest .wispignore: %+v", e)
+	}
+	if fns, _ := st.ListFunctions(context.Background()); len(fns) != 0 {
+		t.Fatal("function stored after a 413")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/client"
 	"github.com/wisp-faas/wisp/internal/server"
 )
 
@@ -124,3 +125,5 @@ func (l *lockedWriter) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+func newClient(url string) *client.Client { return client.New(url, "", 4) }

@@ -65,3 +65,55 @@ func TestServeDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestSIGTERMDrainsCalls: a call in flight when wisp serve gets SIGTERM
+// finishes with its answer; then the server exits 0 and leaves nothing.
+func TestSIGTERMDrainsCalls(t *testing.T) {
+	bin := buildWisp(t)
+	cfg := testConfig(t, "process")
+	cfgFile := filepath.Join(t.TempDir(), "wisp.yaml")
+	os.WriteFile(cfgFile, []byte(fmt.Sprintf("process:\n  cgroup_root: %s\nlog:\n  level: warn\n", cfg.Process.CgroupRoot)), 0o644)
+	addr := freePort(t)
+	srv := startBinary(t, bin, t.TempDir(), cfgFile, addr)
+	h := &harness{t: t, c: newClient("http://" + addr), url: "http://" + addr, cfg: cfg}
+	h.mustDeploy(probe("slow", ""))
+	wantStatus(t, h.call("slow", "?op=pid", ""), 200) // warm it
+
+	done := make(chan *resultOrErr, 1)
+	go func() {
+		res, err := http.Post(h.url+"/function/slow?op=sleep&s=1.5", "text/plain", nil)
+		r := &resultOrErr{err: err}
+		if err == nil {
+			var b bytes.Buffer
+			b.ReadFrom(res.Body)
+			res.Body.Close()
+			r.status, r.body = res.StatusCode, b.String()
+		}
+		done <- r
+	}()
+	time.Sleep(400 * time.Millisecond)
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.status != 200 || !strings.Contains(r.body, "slept") {
+		t.Fatalf("call in flight during SIGTERM: %+v; want 200 slept", r)
+	}
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("wisp serve exited with %v after SIGTERM", err)
+	}
+	if n := countCgroups(cfg.Process.CgroupRoot); n != 0 {
+		t.Fatalf("%d sandbox cgroups left after SIGTERM", n)
+	}
+	for _, d := range []string{"/sys/fs/cgroup/memory/" + cfg.Process.CgroupRoot, "/sys/fs/cgroup/" + cfg.Process.CgroupRoot} {
+		if _, err := os.Stat(d); err == nil {
+			t.Fatalf("wisp's cgroup %s left after SIGTERM", d)
+		}
+	}
+}
+
+type resultOrErr struct {
+	status int
+	body   string
+	err    error
+}
