@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -232,20 +231,4 @@ func wantStatus(t *testing.T, res *client.Result, status int) {
 	if res.Status != status {
 		t.Fatalf("HTTP %d, want %d; body: %s", res.Status, status, res.Body)
 	}
-}
-
-func psCount(uidBase, uidCount int) int {
-	out, err := exec.Command("ps", "-eo", "uid=").Output()
-	if err != nil {
-		return -1
-	}
-	n := 0
-	for _, f := range strings.Fields(string(out)) {
-		var uid int
-		fmt.Sscan(f, &uid)
-		if uid >= uidBase && uid < uidBase+uidCount {
-			n++
-		}
-	}
-	return n
 }
