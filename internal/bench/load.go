@@ -21,8 +21,11 @@ type Options struct {
 	Requests    int // total calls
 	Concurrency int // calls in flight at once
 	Method      string
-	Body        []byte
-	Header      http.Header
+	// Rate, when positive, paces calls: call i is sent no earlier than
+	// i/Rate seconds after the start (calls per second across all workers).
+	Rate   float64
+	Body   []byte
+	Header http.Header
 	// Progress, if set, is called after every call with the number done.
 	Progress func(done int)
 }
@@ -82,6 +85,12 @@ func Run(ctx context.Context, c *client.Client, opts Options) (*Summary, []Sampl
 				i := int(next.Add(1)) - 1
 				if i >= opts.Requests || ctx.Err() != nil {
 					return
+				}
+				if opts.Rate > 0 {
+					at := t0.Add(time.Duration(float64(i) / opts.Rate * float64(time.Second)))
+					if d := time.Until(at); d > 0 {
+						time.Sleep(d)
+					}
 				}
 				t := time.Now()
 				res, err := c.Invoke(ctx, opts.Function, opts.Method, "", opts.Header, opts.Body)

@@ -77,6 +77,7 @@ function with keep_alive: 0 to measure cold starts.`,
 	cmd.Flags().IntVarP(&o.Requests, "requests", "n", 1000, "number of calls")
 	cmd.Flags().IntVarP(&o.Concurrency, "concurrency", "c", 1, "calls in flight at once")
 	cmd.Flags().StringVarP(&o.Method, "method", "X", "POST", "HTTP method")
+	cmd.Flags().Float64VarP(&o.Rate, "rate", "r", 0, "pace calls at this many per second (0: as fast as they complete)")
 	cmd.Flags().StringVarP(&data, "data", "d", "", "request body")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
 	cmd.AddCommand(newBenchHostCmd(g))

@@ -99,6 +99,10 @@ type Process struct {
 	MemoryLimit function.Size     `yaml:"memory_limit" json:"memory_limit"`
 	CPULimit    function.MilliCPU `yaml:"cpu_limit" json:"cpu_limit"`
 	PidsLimit   int               `yaml:"pids_limit" json:"pids_limit"`
+	// Provisioned is how many pre-provisioned sandboxes (namespaces,
+	// cgroup, uid and a started Python host, waiting for a function) are
+	// kept ready per Python runtime; 0 makes every sandbox on demand.
+	Provisioned int `yaml:"provisioned" json:"provisioned"`
 	// TmpSize is the size of each instance's private writable /tmp (tmpfs).
 	TmpSize function.Size `yaml:"tmp_size" json:"tmp_size"`
 	// UIDBase and UIDCount give the range [UIDBase, UIDBase+UIDCount) of
@@ -206,6 +210,7 @@ func Default() Config {
 			MemoryLimit:    128 << 20,
 			CPULimit:       1000,
 			PidsLimit:      64,
+			Provisioned:    2,
 			TmpSize:        64 << 20,
 			UIDBase:        200000,
 			UIDCount:       10000,

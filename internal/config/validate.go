@@ -129,6 +129,9 @@ func (p *Process) validate() error {
 	if p.CPULimit <= 0 {
 		return bad("process.cpu_limit", "use a positive quantity like 500m or 1", "must be positive")
 	}
+	if p.Provisioned < 0 || p.Provisioned > 1000 {
+		return bad("process.provisioned", "use a number of spare sandboxes between 0 (off) and 1000", "%d is out of range", p.Provisioned)
+	}
 	if p.PidsLimit < 1 || p.PidsLimit > 32768 {
 		return bad("process.pids_limit", "use a number of processes between 1 and 32768", "%d is out of range", p.PidsLimit)
 	}

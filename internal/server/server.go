@@ -116,6 +116,8 @@ func Run(ctx context.Context, o Options) error {
 		RuntimeDir:     runtimeDir,
 		Launcher:       launcher,
 		Conn:           runtime.ConnOptions{LogLimit: int(cfg.Store.LogLimit)},
+		Provisioned:    cfg.Process.Provisioned,
+		StageDir:       filepath.Join(dataDir, "stage"),
 	}, log.With("mode", function.ModeProcess))
 	if err == nil {
 		err = pb.Check(ctx)

@@ -684,3 +684,19 @@ func (m *Manager) Destroy() error {
 	}
 	return errors.Join(errs...)
 }
+
+// SetLimits changes a live group's limits, as when a pre-provisioned
+// sandbox is claimed by a function. Zero fields are left as they are; a
+// memory limit below the group's current use fails.
+func (g *Group) SetLimits(lim Limits) error {
+	var err error
+	if g.m.version == V2 {
+		err = g.limitV2(lim)
+	} else {
+		err = g.limitV1(lim)
+	}
+	if err != nil {
+		return fmt.Errorf("limit cgroup %s: %w", g.id, err)
+	}
+	return nil
+}

@@ -65,6 +65,14 @@ type Config struct {
 	Launcher runtime.Launcher
 	// Conn configures the worker side of each instance's channel.
 	Conn runtime.ConnOptions
+	// Provisioned is how many pre-provisioned sandboxes to keep ready per
+	// Python runtime once a function of that runtime has started (0: none).
+	// See provision.go.
+	Provisioned int
+	// StageDir holds the per-sandbox directories that pre-provisioned
+	// sandboxes mount at /code before they know their function. Required
+	// when Provisioned > 0.
+	StageDir string
 }
 
 // Backend is the process execution mode. It is safe for concurrent use.
@@ -76,6 +84,8 @@ type Backend struct {
 	mu  sync.Mutex // guards cg
 	cg  *cgroup.Manager
 	seq atomic.Uint64 // for probe sandbox ids
+
+	spares spareSet // pre-provisioned sandboxes; see provision.go
 }
 
 var _ sandbox.Backend = (*Backend)(nil)
@@ -198,6 +208,12 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 		return fmt.Errorf("clean up process sandboxes: %w", err)
 	}
 	ids, _ := cg.List()
+	if b.cfg.StageDir != "" {
+		// Stage directories of an earlier run's pre-provisioned sandboxes.
+		if err := os.RemoveAll(b.cfg.StageDir); err != nil {
+			return fmt.Errorf("clean up process sandboxes: %w", err)
+		}
+	}
 	if err := cg.Cleanup(); err != nil {
 		return fmt.Errorf("clean up process sandboxes: %w", err)
 	}
@@ -211,6 +227,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 // parent too. For tests and uninstalls; the backend creates the parent
 // again if used afterwards.
 func (b *Backend) Destroy(ctx context.Context) error {
+	b.spares.closeAll(b.uids.put)
 	b.mu.Lock()
 	cg := b.cg
 	b.cg = nil
@@ -267,6 +284,12 @@ func (b *Backend) Start(ctx context.Context, opts sandbox.StartOptions) (sandbox
 	}
 	if err := readableByOthers(opts.CodeDir); err != nil {
 		return fail(err)
+	}
+	if inst, err := b.startFromSpare(ctx, opts); inst != nil || err != nil {
+		if err != nil {
+			return fail(err)
+		}
+		return inst, nil
 	}
 	argv, err := b.cfg.Launcher.Command(spec, runtime.SandboxCodeDir, runtime.SandboxRuntimeDir)
 	if err != nil {
@@ -383,6 +406,9 @@ type instance struct {
 	uid  int
 	tail *tailBuffer
 	logs []*logWriter
+	// stage is the host directory mounted at /code of a pre-provisioned
+	// sandbox, removed with the instance ("" for sandboxes made on demand).
+	stage string
 
 	done      chan struct{} // closed by watch
 	closing   chan struct{} // closed by Close
@@ -473,6 +499,11 @@ func (i *instance) Close() error {
 		close(i.closing)
 		cerr := i.conn.Close()
 		err := i.sb.Close()
+		if i.stage != "" {
+			if rerr := os.RemoveAll(i.stage); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
 		for _, l := range i.logs {
 			l.Flush()
 		}

@@ -454,11 +454,15 @@ def _load_error(e, code_dir):
 
 
 def main(argv):
-    if len(argv) != 3:
-        sys.stderr.write("usage: host.py CODE_DIR HANDLER_FILE\n")
+    global _LOG_LIMIT, _CONCURRENCY
+    # host.py --wait: a pre-provisioned sandbox. The interpreter starts
+    # before any function is known, says {"idle": true}, and waits for one
+    # load frame {"load": {"code_dir", "handler", "env"}} that binds it to
+    # a function; from there on it is an ordinary host.
+    wait = len(argv) == 2 and argv[1] == "--wait"
+    if not wait and len(argv) != 3:
+        sys.stderr.write("usage: host.py CODE_DIR HANDLER_FILE | host.py --wait\n")
         return 2
-    code_dir = os.path.abspath(argv[1])
-    handler_file = argv[2]
 
     # Take the channel off fds 3 and 4 so that files the handler opens cannot
     # land there by accident; dup'ed fds are not inherited by subprocesses.
@@ -472,6 +476,25 @@ def main(argv):
     channel = _Channel(rfd, wfd)
 
     signal.signal(signal.SIGTERM, lambda signum, frame: _exit(0))
+
+    t_load = _T0
+    if wait:
+        channel.send({"idle": True, "pid": os.getpid()})
+        load = None
+        for h, _ in channel.frames():
+            load = h.get("load")
+            break
+        if not load:
+            _exit(0)  # closed before a function claimed it, or not a load frame
+        t_load = time.perf_counter()
+        os.environ.update(load.get("env") or {})
+        _LOG_LIMIT = _int_env("WISP_LOG_LIMIT", 64 << 10)
+        _CONCURRENCY = _int_env("WISP_CONCURRENCY", 1)
+        code_dir = os.path.abspath(load["code_dir"])
+        handler_file = load["handler"]
+    else:
+        code_dir = os.path.abspath(argv[1])
+        handler_file = argv[2]
 
     for real in (sys.stdout, sys.stderr):
         try:
@@ -506,7 +529,7 @@ def main(argv):
 
     host = _Host(channel, handle)
     is_async = _is_coroutine_function(handle) or _is_coroutine_function(getattr(handle, "__call__", None))
-    channel.send({"ready": True, "init_ms": (time.perf_counter() - _T0) * 1000, "pid": os.getpid()})
+    channel.send({"ready": True, "init_ms": (time.perf_counter() - t_load) * 1000, "pid": os.getpid()})
 
     if is_async:
         import asyncio  # only async handlers pay its ~90 ms import

@@ -1,0 +1,390 @@
+package process
+
+// Pre-provisioned sandboxes.
+//
+// Most of a Python cold start is spent before the function matters: the
+// sandbox init (clone, Go runtime, mounts, pivot_root, seccomp), then the
+// interpreter and the host's imports. A spare is all of that done ahead of
+// demand: a complete sandbox (own namespaces, cgroup, uid, read-only root,
+// private /tmp, seccomp) whose Python host has started and waits, with an
+// empty stage directory of its own mounted read-only at /code.
+//
+// Claiming a spare for a function: hard-link the function's code into the
+// stage directory (the sandbox sees it at once through its bind mount),
+// apply the function's cgroup limits, and send the host one load frame
+// (handler, environment). The host imports the handler and says ready. So
+// the call still pays for everything that depends on the function (its
+// code, limits, environment and import), and nothing is shared: a spare
+// serves exactly one instance of one function and is never returned.
+//
+// Spares exist only for Python runtimes and for functions the spare fits:
+// network none (the default) and memory of at least twice the configured
+// /tmp size (the private /tmp is sized when the sandbox is made; an
+// instance made on demand gets min(tmp_size, memory/2)). Others start on
+// demand. A runtime's spares are made once a function of that runtime has
+// started, and replaced in the background as they are claimed.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/runtime"
+	"github.com/wisp-faas/wisp/internal/sandbox"
+	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
+)
+
+// spare is one pre-provisioned sandbox.
+type spare struct {
+	id    string
+	stage string
+	uid   int
+	sb    *Sandbox
+	reqW  *os.File
+	respR *os.File
+	tail  *tailBuffer
+	logs  []*logWriter
+}
+
+func (s *spare) close() {
+	_ = s.reqW.Close()
+	_ = s.respR.Close()
+	_ = s.sb.Close()
+	_ = os.RemoveAll(s.stage)
+	for _, l := range s.logs {
+		l.Flush()
+	}
+}
+
+// spareSet holds the spares of a backend by runtime name. mu guards all.
+type spareSet struct {
+	mu      sync.Mutex
+	ready   map[string][]*spare
+	pending map[string]int
+	closed  bool
+	wg      sync.WaitGroup
+	// added is closed (and replaced) whenever a spare becomes ready or a
+	// provisioning attempt ends, to wake claims waiting for one.
+	added chan struct{}
+}
+
+func (ss *spareSet) notifyLocked() {
+	if ss.added != nil {
+		close(ss.added)
+	}
+	ss.added = make(chan struct{})
+}
+
+func (ss *spareSet) closeAll(putUID func(int)) {
+	ss.mu.Lock()
+	ss.closed = true
+	var all []*spare
+	for _, l := range ss.ready {
+		all = append(all, l...)
+	}
+	ss.ready = nil
+	ss.mu.Unlock()
+	ss.wg.Wait() // provisioning in flight sees closed and discards its spare
+	for _, s := range all {
+		s.close()
+		putUID(s.uid)
+	}
+}
+
+// fits reports whether a spare can serve spec.
+func (b *Backend) fits(spec *function.Spec) bool {
+	return b.cfg.Provisioned > 0 && b.cfg.StageDir != "" && b.cfg.RuntimeDir != "" &&
+		function.Family(spec.Runtime) == function.RuntimePython &&
+		spec.Network != function.NetworkHost &&
+		int64(spec.Memory) >= 2*b.cfg.TmpSize
+}
+
+// claim takes a live spare for runtime rt and asks for a replacement. When
+// none is ready but one is being made, it waits for that one (bounded by
+// ctx): it will be ready sooner than a sandbox started now, and starting
+// both would only slow each other down. It returns nil when rt has no
+// spare coming (the first call of a runtime, or provisioning is failing).
+func (b *Backend) claim(ctx context.Context, rt string) *spare {
+	ss := &b.spares
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for !ss.closed {
+		for len(ss.ready[rt]) > 0 {
+			l := ss.ready[rt]
+			s := l[len(l)-1]
+			ss.ready[rt] = l[:len(l)-1]
+			select {
+			case <-s.sb.Exited():
+				go func() { b.uids.put(s.uid); s.close() }() // died idle
+			default:
+				b.replenishLocked(rt)
+				return s
+			}
+		}
+		pending := ss.pending[rt]
+		b.replenishLocked(rt)
+		if pending == 0 {
+			return nil
+		}
+		added := ss.added
+		ss.mu.Unlock()
+		select {
+		case <-added:
+		case <-ctx.Done():
+			ss.mu.Lock()
+			return nil
+		}
+		ss.mu.Lock()
+	}
+	return nil
+}
+
+// replenishLocked starts provisioning until rt has Provisioned spares ready
+// or on the way. Called with spares.mu held.
+func (b *Backend) replenishLocked(rt string) {
+	ss := &b.spares
+	if ss.ready == nil {
+		ss.ready = map[string][]*spare{}
+		ss.pending = map[string]int{}
+		ss.added = make(chan struct{})
+	}
+	for !ss.closed && len(ss.ready[rt])+ss.pending[rt] < b.cfg.Provisioned {
+		ss.pending[rt]++
+		ss.wg.Add(1)
+		go func() {
+			defer ss.wg.Done()
+			s, err := b.provision(rt)
+			ss.mu.Lock()
+			ss.pending[rt]--
+			if err == nil && !ss.closed {
+				ss.ready[rt] = append(ss.ready[rt], s)
+				s = nil
+			}
+			ss.notifyLocked()
+			ss.mu.Unlock()
+			if err != nil {
+				b.log.Warn("pre-provision a sandbox", "runtime", rt, "err", err)
+			}
+			if s != nil {
+				b.uids.put(s.uid)
+				s.close()
+			}
+		}()
+	}
+}
+
+// provision makes one spare for runtime rt.
+func (b *Backend) provision(rt string) (*spare, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cg, err := b.cgroups()
+	if err != nil {
+		return nil, err
+	}
+	argv, err := b.cfg.Launcher.WaitCommand(rt, runtime.SandboxRuntimeDir)
+	if err != nil || argv == nil {
+		return nil, fmt.Errorf("runtime %s: no waiting host: %w", rt, err)
+	}
+	uid, err := b.uids.get()
+	if err != nil {
+		return nil, err
+	}
+	id := "spare-" + strconv.FormatUint(b.seq.Add(1), 10) + "-" + strconv.Itoa(os.Getpid())
+	stage := filepath.Join(b.cfg.StageDir, id)
+	s := &spare{id: id, stage: stage, uid: uid}
+	fail := func(err error) (*spare, error) {
+		if s.sb != nil {
+			_ = s.sb.Close()
+		}
+		for _, f := range []*os.File{s.reqW, s.respR} {
+			if f != nil {
+				f.Close()
+			}
+		}
+		_ = os.RemoveAll(stage)
+		b.uids.put(uid)
+		return nil, fmt.Errorf("provision %s: %w", id, err)
+	}
+	if err := os.MkdirAll(stage, 0o755); err != nil {
+		return fail(err)
+	}
+	if err := os.Chmod(stage, 0o755); err != nil {
+		return fail(err)
+	}
+	reqR, reqW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	s.reqW = reqW
+	respR, respW, err := os.Pipe()
+	if err != nil {
+		reqR.Close()
+		return fail(err)
+	}
+	s.respR = respR
+	attrs := []slog.Attr{slog.String("instance", id)}
+	stdout := newLogWriter(b.log, append(attrs, slog.String("stream", "stdout"))...)
+	stderrLog := newLogWriter(b.log, append(attrs, slog.String("stream", "stderr"))...)
+	s.tail = &tailBuffer{next: stderrLog}
+	s.logs = []*logWriter{stdout, stderrLog}
+
+	sc := b.spawnConfig(cg, id, uid, function.NetworkNone, argv, nil, s.tail)
+	sc.Stdout = stdout
+	sc.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}
+	sc.CodeDir = stage
+	sc.RuntimeDir = b.cfg.RuntimeDir
+	sc.ExtraFiles = []*os.File{reqR, respW}
+	sc.Limits = cgroup.Limits{} // the claiming function's limits are applied at claim
+	sb, err := Spawn(ctx, sc)
+	reqR.Close()
+	respW.Close()
+	if err != nil {
+		return fail(err)
+	}
+	s.sb = sb
+	idle := make(chan error, 1)
+	go func() { _, err := runtime.ReadIdle(respR); idle <- err }()
+	select {
+	case err := <-idle:
+		if err != nil {
+			if last := s.tail.lastLine(); last != "" {
+				err = fmt.Errorf("%w (its last output: %s)", err, last)
+			}
+			return fail(err)
+		}
+	case <-ctx.Done():
+		_ = sb.Kill()
+		<-idle
+		return fail(ctx.Err())
+	}
+	return s, nil
+}
+
+// startFromSpare starts an instance of opts' function in a spare. It
+// returns (nil, nil) when no spare fits or is ready, so the caller makes a
+// sandbox on demand.
+func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions) (sandbox.Instance, error) {
+	spec := opts.Spec
+	if !b.fits(spec) {
+		return nil, nil
+	}
+	s := b.claim(ctx, spec.Runtime)
+	if s == nil {
+		return nil, nil
+	}
+	start := time.Now()
+	discard := func(err error) (sandbox.Instance, error) {
+		b.uids.put(s.uid)
+		s.close()
+		b.log.Warn("pre-provisioned sandbox unusable; starting one on demand", "sandbox", s.id, "err", err)
+		return nil, nil
+	}
+	if err := linkTree(opts.CodeDir, s.stage); err != nil {
+		return discard(fmt.Errorf("stage code: %w", err))
+	}
+	lim := cgroup.Limits{MemoryBytes: int64(spec.Memory), MilliCPU: int64(spec.CPU), Pids: int64(spec.Pids)}
+	if err := s.sb.group.SetLimits(lim); err != nil {
+		return discard(err)
+	}
+	load := runtime.Load{CodeDir: runtime.SandboxCodeDir, Handler: spec.Handler,
+		Env: runtime.EnvMap(runtime.HostEnv(spec, b.cfg.Conn.LogLimit))}
+	if err := runtime.SendLoad(s.reqW, load); err != nil {
+		return discard(err)
+	}
+	inst := &instance{
+		id:      opts.ID,
+		spec:    spec,
+		b:       b,
+		sb:      s.sb,
+		conn:    runtime.NewConn(s.reqW, s.respR, b.cfg.Conn),
+		uid:     s.uid,
+		tail:    s.tail,
+		logs:    s.logs,
+		stage:   s.stage,
+		done:    make(chan struct{}),
+		closing: make(chan struct{}),
+	}
+	go inst.watch()
+	ready, err := inst.conn.WaitReady(ctx)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrCrashed) {
+			err = inst.crashReason(err)
+		}
+		_ = inst.Close()
+		return nil, err
+	}
+	b.log.Debug("instance started from a pre-provisioned sandbox", slog.String("function", spec.Name),
+		slog.String("instance", opts.ID), slog.String("sandbox", s.id),
+		slog.Duration("total", time.Since(start)), slog.Float64("host_init_ms", ready.InitMS))
+	return inst, nil
+}
+
+// linkTree recreates src's tree under dst with hard links to src's files
+// (copies where src and dst are on different file systems). The code store
+// keeps files root-owned and read-only to sandboxes, so sharing inodes
+// shares nothing writable.
+func linkTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			if rel == "." {
+				return nil
+			}
+			return os.Mkdir(target, 0o755)
+		case d.Type()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case d.Type().IsRegular():
+			err := os.Link(p, target)
+			if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) {
+				return copyFile(p, target)
+			}
+			return err
+		default:
+			return nil // the store admits no other kinds
+		}
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, st.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
