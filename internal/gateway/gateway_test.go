@@ -128,7 +128,8 @@ func TestInvokeOutcomes(t *testing.T) {
 	if w := serve(g, deployReq(t, "f", "name: f\nruntime: python3\nhandler: h.py\n", map[string]string{"h.py": "def handle(r): pass"})); w.Code != http.StatusCreated {
 		t.Fatalf("deploy: %d %s", w.Code, w.Body)
 	}
-	ok := &sandbox.Response{Status: 201, Header: http.Header{"X-Custom": {"1"}}, Body: []byte("made")}
+	ok := &sandbox.Response{Status: 201, Body: []byte("made"), Header: http.Header{"X-Custom": {"1"},
+		"X-Wisp-Activation-Id": {"forged"}, "Transfer-Encoding": {"chunked"}}}
 	tests := []struct {
 		name     string
 		res      *scheduler.Result
@@ -151,6 +152,9 @@ func TestInvokeOutcomes(t *testing.T) {
 				t.Fatalf("HTTP %d %s; want %d containing %q", w.Code, w.Body, tt.status, tt.body)
 			}
 			id := w.Header().Get(HeaderActivationID)
+			if id == "forged" || w.Header().Get("Transfer-Encoding") != "" {
+				t.Fatalf("function overrode protected headers: %v", w.Header())
+			}
 			if id == "" || w.Header().Get(HeaderDurationMs) == "" || w.Header().Get(HeaderColdStart) == "" {
 				t.Fatalf("missing wisp headers: %v", w.Header())
 			}

@@ -175,6 +175,12 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, t *scheduler.Ta
 		for k, vs := range resp.Header {
 			h[k] = vs
 		}
+		// The function may not set framing or wisp's own headers.
+		for _, k := range []string{"Connection", "Transfer-Encoding", "Keep-Alive", "Upgrade", "Trailer"} {
+			h.Del(k)
+		}
+		h.Set(HeaderActivationID, id)
+		h.Set(HeaderColdStart, strconv.FormatBool(cold))
 		if h.Get("Content-Type") == "" {
 			h.Set("Content-Type", "application/octet-stream")
 		}
