@@ -101,7 +101,7 @@ type Process struct {
 	PidsLimit   int               `yaml:"pids_limit" json:"pids_limit"`
 	// Provisioned is how many pre-provisioned sandboxes (namespaces,
 	// cgroup, uid and a started Python host, waiting for a function) are
-	// kept ready per Python runtime; 0 makes every sandbox on demand.
+	// kept ready per Python or Node runtime; 0 makes every sandbox on demand.
 	Provisioned int `yaml:"provisioned" json:"provisioned"`
 	// TmpSize is the size of each instance's private writable /tmp (tmpfs).
 	TmpSize function.Size `yaml:"tmp_size" json:"tmp_size"`

@@ -25,14 +25,19 @@ type Load struct {
 }
 
 // WaitCommand returns the argv of a host that waits for a Load, or (nil,
-// nil) for runtimes that cannot wait (only python3 hosts can).
+// nil) for runtimes that cannot wait (python3 and node hosts can; exec is
+// served by the sandbox init itself).
 func (l Launcher) WaitCommand(runtime, runtimeDir string) ([]string, error) {
-	if function.Family(runtime) != function.RuntimePython {
+	fam := function.Family(runtime)
+	if fam != function.RuntimePython && fam != function.RuntimeNode {
 		return nil, nil
 	}
 	bin, err := l.Interpreter(runtime)
 	if err != nil {
 		return nil, err
+	}
+	if fam == function.RuntimeNode {
+		return []string{bin, path.Join(runtimeDir, NodeHost), "--wait"}, nil
 	}
 	return []string{bin, "-B", "-S", path.Join(runtimeDir, PythonHost), "--wait"}, nil
 }

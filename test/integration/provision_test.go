@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,6 +72,16 @@ func TestPreProvisionedSandboxes(t *testing.T) {
 	for range 3 {
 		if got := h.call("env", "", ""); string(got.Body) != "teal" {
 			t.Fatalf("environment: %q", got.Body)
+		}
+	}
+	// Node functions get spares too.
+	h.mustDeploy(fn{spec: "name: envjs\nruntime: node\nhandler: h.js\nmemory: 128Mi\nkeep_alive: 0\nenvironment: [\"COLOR=jade\"]\n",
+		files: map[string]string{"h.js": "exports.handle = async () => process.env.COLOR + ':' + process.getuid();\n"}})
+	for range 4 {
+		got := h.call("envjs", "", "")
+		wantStatus(t, got, 200)
+		if !strings.HasPrefix(string(got.Body), "jade:") || strings.HasSuffix(string(got.Body), ":0") {
+			t.Fatalf("node from a spare: %q", got.Body)
 		}
 	}
 	h.stop()

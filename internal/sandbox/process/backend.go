@@ -66,7 +66,7 @@ type Config struct {
 	// Conn configures the worker side of each instance's channel.
 	Conn runtime.ConnOptions
 	// Provisioned is how many pre-provisioned sandboxes to keep ready per
-	// Python runtime once a function of that runtime has started (0: none).
+	// Python or Node runtime once a function of that runtime has started (0: none).
 	// See provision.go.
 	Provisioned int
 	// StageDir holds the per-sandbox directories that pre-provisioned

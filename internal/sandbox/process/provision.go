@@ -17,7 +17,7 @@ package process
 // code, limits, environment and import), and nothing is shared: a spare
 // serves exactly one instance of one function and is never returned.
 //
-// Spares exist only for Python runtimes and for functions the spare fits:
+// Spares exist for Python and Node runtimes and for functions the spare fits:
 // network none (the default) and memory of at least twice the configured
 // /tmp size (the private /tmp is sized when the sandbox is made; an
 // instance made on demand gets min(tmp_size, memory/2)). Others start on
@@ -105,7 +105,7 @@ func (ss *spareSet) closeAll(putUID func(int)) {
 // fits reports whether a spare can serve spec.
 func (b *Backend) fits(spec *function.Spec) bool {
 	return b.cfg.Provisioned > 0 && b.cfg.StageDir != "" && b.cfg.RuntimeDir != "" &&
-		function.Family(spec.Runtime) == function.RuntimePython &&
+		(function.Family(spec.Runtime) == function.RuntimePython || function.Family(spec.Runtime) == function.RuntimeNode) &&
 		spec.Network != function.NetworkHost &&
 		int64(spec.Memory) >= 2*b.cfg.TmpSize
 }

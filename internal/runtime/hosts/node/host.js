@@ -42,7 +42,7 @@ function intEnv(name, def) {
   return Number.isFinite(n) && n > 0 ? n : def;
 }
 
-const LOG_LIMIT = intEnv('WISP_LOG_LIMIT', 64 << 10);
+let LOG_LIMIT = intEnv('WISP_LOG_LIMIT', 64 << 10); // reset by a load frame (host.js --wait)
 const TEXT = 'text/plain; charset=utf-8';
 const BINARY = 'application/octet-stream';
 const JSON_TYPE = 'application/json';
@@ -340,15 +340,63 @@ async function load(codeDir, handlerFile) {
 
 class LoadFailure extends Error {}
 
+// waitLoad reads the one load frame a pre-provisioned host waits for; it
+// resolves to {load, rest} (load null when the channel closed first).
+function waitLoad() {
+  return new Promise((resolve) => {
+    let acc = EMPTY;
+    const onEnd = () => resolve({ load: null, rest: EMPTY });
+    const onChunk = (chunk) => {
+      acc = acc.length ? Buffer.concat([acc, chunk]) : chunk;
+      if (acc.length < 8) return;
+      const hl = acc.readUInt32BE(0);
+      const bl = acc.readUInt32BE(4);
+      if (acc.length < 8 + hl + bl) return;
+      input.removeListener('data', onChunk);
+      input.removeListener('end', onEnd);
+      input.pause();
+      let h = null;
+      try {
+        h = JSON.parse(acc.toString('utf8', 8, 8 + hl));
+      } catch {}
+      resolve({ load: h && h.load, rest: acc.subarray(8 + hl + bl) });
+    };
+    input.on('data', onChunk);
+    input.on('end', onEnd);
+  });
+}
+
 async function main() {
   const argv = process.argv.slice(2);
-  if (argv.length !== 2) {
-    process.stderr.write('usage: host.js CODE_DIR HANDLER_FILE\n');
+  // host.js --wait: a pre-provisioned sandbox. Node starts before any
+  // function is known, says {"idle": true}, and waits for one load frame
+  // {"load": {"code_dir", "handler", "env"}} that binds it to a function.
+  const wait = argv.length === 1 && argv[0] === '--wait';
+  if (!wait && argv.length !== 2) {
+    process.stderr.write('usage: host.js CODE_DIR HANDLER_FILE | host.js --wait\n');
     process.exit(2);
   }
-  const codeDir = path.resolve(argv[0]);
-  const handlerFile = argv[1];
   process.on('SIGTERM', () => process.exit(0));
+  let codeDir;
+  let handlerFile;
+  let tLoad = t0;
+  let rest = EMPTY;
+  if (wait) {
+    send({ idle: true, pid: process.pid }, EMPTY);
+    const got = await waitLoad();
+    if (!got.load) {
+      process.exit(0);
+    }
+    tLoad = performance.now();
+    Object.assign(process.env, got.load.env || {});
+    LOG_LIMIT = intEnv('WISP_LOG_LIMIT', 64 << 10);
+    codeDir = path.resolve(got.load.code_dir);
+    handlerFile = got.load.handler;
+    rest = got.rest;
+  } else {
+    codeDir = path.resolve(argv[0]);
+    handlerFile = argv[1];
+  }
   try {
     process.chdir(fs.statSync('/tmp').isDirectory() && canWrite('/tmp') ? '/tmp' : codeDir);
   } catch {
@@ -364,10 +412,12 @@ async function main() {
     output.end(() => process.exit(1));
     return;
   }
-  send({ ready: true, init_ms: performance.now() - t0, pid: process.pid }, EMPTY);
+  send({ ready: true, init_ms: performance.now() - tLoad, pid: process.pid }, EMPTY);
   input.on('data', onData);
   input.on('end', () => process.exit(0));
   input.on('error', () => process.exit(0));
+  if (rest.length) onData(rest);
+  input.resume();
 }
 
 function canWrite(dir) {
