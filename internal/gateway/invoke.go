@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -224,5 +223,3 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func fmtMs(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64)
 }
-
-var _ io.Reader = (*bytes.Buffer)(nil)

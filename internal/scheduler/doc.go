@@ -14,8 +14,10 @@
 // retired: it takes no new calls, its idle instances close at once and busy
 // ones close when their calls finish, so calls in flight are not dropped.
 //
-// Locking: Scheduler.mu guards the pools map; each pool's mu guards its
-// instance lists, waiter queue and counters. Never hold Scheduler.mu while
-// taking a pool's mu... except in retire, which takes them in that order; no
-// code path takes them in the other order.
+// Locking: Scheduler.mu guards the pools map, the closed flag and the live
+// digest counts; each pool's mu guards its instance lists, waiter queue and
+// counters. The only order is Scheduler.mu, then a pool's mu (poolFor
+// retires the old pool while holding Scheduler.mu); no code takes
+// Scheduler.mu while holding a pool's mu. Instance starts and closes run in
+// goroutines tracked by Scheduler.bg, outside both locks.
 package scheduler
