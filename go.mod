@@ -1,6 +1,6 @@
 module github.com/wisp-faas/wisp
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/elastic/go-seccomp-bpf v1.6.0

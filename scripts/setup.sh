@@ -22,6 +22,6 @@ if [ -n "$pkgs" ]; then
 	$SUDO apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
 fi
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
-	echo "wisp setup: Go is not installed: install Go 1.25 or newer from https://go.dev/dl (or apt-get install golang-1.25 where available)" >&2
+	echo "wisp setup: Go is not installed: install Go 1.26 or newer from https://go.dev/dl" >&2
 	exit 1
 fi
