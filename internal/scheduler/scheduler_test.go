@@ -238,7 +238,17 @@ func TestQueueBoundAndLimit(t *testing.T) {
 			_, err := s.Invoke(context.Background(), tg, &sandbox.Request{})
 			errs <- err
 		})
-		time.Sleep(20 * time.Millisecond)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := s.Stats()
+		if len(st) == 1 && st[0].Busy == 1 && st[0].Queued == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool never reached 1 busy + 2 queued: %+v", st)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	_, err := s.Invoke(context.Background(), tg, &sandbox.Request{})
 	if !errors.Is(err, errdefs.ErrLimit) {
