@@ -1,57 +1,25 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/testenv"
 )
-
-// requireFile fails (CI=true) or skips the test when a program the test runs
-// is not installed, naming the package to install.
-func requireFile(t testing.TB, path, pkg string) {
-	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		msg := path + " is missing (apt-get install " + pkg + ")"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-}
-
-// lockedBuffer collects a host's own stdout/stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // testHost is a runtime host started as a plain child process with the
 // channel on fds 3 and 4, the way a sandbox starts it minus the isolation.
 type testHost struct {
 	conn   *Conn
 	cmd    *exec.Cmd
-	output *lockedBuffer // the host's own stdout and stderr
+	output *testenv.Buffer // the host's own stdout and stderr
 	exited chan struct{}
 }
 
@@ -62,9 +30,9 @@ func startHost(t testing.TB, runtime, handler string, files map[string]string, e
 	l := DefaultLauncher()
 	switch function.Family(runtime) {
 	case function.RuntimePython:
-		requireFile(t, l.Python, "python3")
+		testenv.RequireFile(t, l.Python, "python3")
 	case function.RuntimeNode:
-		requireFile(t, l.Node, "nodejs")
+		testenv.RequireFile(t, l.Node, "nodejs")
 	}
 	codeDir := t.TempDir()
 	for name, content := range files {
@@ -93,7 +61,7 @@ func startHost(t testing.TB, runtime, handler string, files map[string]string, e
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &lockedBuffer{}
+	out := &testenv.Buffer{}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.ExtraFiles = []*os.File{reqR, respW} // fds 3 and 4
 	cmd.Env = append(HostEnv(spec, 0), env...)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/sandbox"
+	"github.com/wisp-faas/wisp/internal/testenv"
 )
 
 // TestWaitingHosts starts each host in --wait mode, then binds it to a
@@ -25,9 +26,9 @@ func TestWaitingHosts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.runtime, func(t *testing.T) {
 			if function.Family(tt.runtime) == function.RuntimeNode {
-				requireFile(t, l.Node, "nodejs")
+				testenv.RequireFile(t, l.Node, "nodejs")
 			} else {
-				requireFile(t, l.Python, "python3")
+				testenv.RequireFile(t, l.Python, "python3")
 			}
 			rtDir, codeDir := t.TempDir(), t.TempDir()
 			if err := Extract(rtDir); err != nil {
@@ -39,7 +40,7 @@ func TestWaitingHosts(t *testing.T) {
 			}
 			reqR, reqW, _ := os.Pipe()
 			respR, respW, _ := os.Pipe()
-			out := &lockedBuffer{}
+			out := &testenv.Buffer{}
 			cmd := exec.Command(argv[0], argv[1:]...)
 			cmd.ExtraFiles = []*os.File{reqR, respW}
 			cmd.Env = []string{"PATH=/usr/bin:/bin"}
@@ -80,7 +81,7 @@ func TestWaitingHosts(t *testing.T) {
 
 func TestWaitingHostExitsWhenClosed(t *testing.T) {
 	l := DefaultLauncher()
-	requireFile(t, l.Python, "python3")
+	testenv.RequireFile(t, l.Python, "python3")
 	rtDir := t.TempDir()
 	Extract(rtDir)
 	argv, _ := l.WaitCommand("python3", rtDir)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/wisp-faas/wisp/internal/client"
 	"github.com/wisp-faas/wisp/internal/server"
+	"github.com/wisp-faas/wisp/internal/testenv"
 )
 
 var (
@@ -95,9 +95,9 @@ func countCgroups(root string) int {
 func WriteExamplesTo(dir string) error { return server.WriteExamples(dir) }
 
 // startBinaryOut is startBinary with stdout captured into out.
-func startBinaryOut(t *testing.T, bin, dataDir, cfgFile, addr string, extra ...string) (*exec.Cmd, *lockedWriter) {
+func startBinaryOut(t *testing.T, bin, dataDir, cfgFile, addr string, extra ...string) (*exec.Cmd, *testenv.Buffer) {
 	t.Helper()
-	w := &lockedWriter{b: &bytes.Buffer{}}
+	w := &testenv.Buffer{}
 	cmd := exec.Command(bin, append([]string{"serve", "--data", dataDir, "--config", cfgFile, "--listen", addr}, extra...)...)
 	cmd.Stdout = w
 	if os.Getenv("WISP_TEST_LOGS") != "" {
@@ -107,23 +107,6 @@ func startBinaryOut(t *testing.T, bin, dataDir, cfgFile, addr string, extra ...s
 		t.Fatal(err)
 	}
 	return cmd, w
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func newClient(url string) *client.Client { return client.New(url, "", 4) }

@@ -22,6 +22,7 @@ import (
 	"github.com/wisp-faas/wisp/internal/sandbox/process"
 	"github.com/wisp-faas/wisp/internal/server"
 	"github.com/wisp-faas/wisp/internal/store"
+	"github.com/wisp-faas/wisp/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -29,27 +30,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// requireSandboxes skips (or, under CI=true, fails) when this machine cannot
-// run sandboxes, saying what is missing.
+// requireSandboxes gates the suite on root, cgroups and the runtimes'
+// interpreters (testenv: a skip here, a failure under CI=true).
 func requireSandboxes(t *testing.T) {
 	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root (run the tests with sudo)")
-	}
-	for _, bin := range []string{"/usr/bin/python3", "/usr/bin/node"} {
-		if _, err := os.Stat(bin); err != nil {
-			missing = append(missing, bin+" (run scripts/setup.sh)")
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := "integration tests need " + strings.Join(missing, ", ")
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.RequireCgroups(t)
+	testenv.RequireFile(t, "/usr/bin/python3", "python3")
+	testenv.RequireFile(t, "/usr/bin/node", "nodejs")
 }
 
 // modes lists the execution modes the suite runs against.

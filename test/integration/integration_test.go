@@ -494,9 +494,6 @@ func TestCrashRecoveryCleansOrphans(t *testing.T) {
 	// A sandbox left by a run that died (kill -9) is removed by the next
 	// start: simulate by starting instances, then abandoning the server
 	// without shutdown, and starting a new one with the same cgroup root.
-	if testing.Short() {
-		t.Skip("short")
-	}
 	cfg := testConfig(t, "process")
 	bin := buildWisp(t)
 	dir := t.TempDir()

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -389,23 +390,13 @@ func TestV2KillAndCleanup(t *testing.T) {
 	}
 }
 
-// requireCgroups skips the test when this machine cannot create cgroups,
-// saying why, and fails it instead when CI=true.
+// requireCgroups gates a test on a real cgroup filesystem it can write.
 func requireCgroups(t *testing.T) {
 	t.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "needs root to create cgroups"
-	} else if _, err := os.Stat(DefaultRoot); err != nil {
-		reason = "no cgroup filesystem at " + DefaultRoot
+	testenv.RequireRoot(t)
+	if !testenv.Exists(DefaultRoot) {
+		testenv.Missing(t, "no cgroup filesystem at %s", DefaultRoot)
 	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: not skipping)", reason)
-	}
-	t.Skip(reason)
 }
 
 // testManager returns a manager with a parent group private to this test.

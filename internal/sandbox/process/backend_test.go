@@ -16,13 +16,14 @@ import (
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
+	"github.com/wisp-faas/wisp/internal/testenv"
 )
 
 // testBackend returns a backend with a private cgroup parent and extracted
 // runtime hosts; every instance left open is closed when the test ends.
 func testBackend(t testing.TB, mod ...func(*Config)) *Backend {
 	t.Helper()
-	requireSandboxes(t)
+	testenv.RequireCgroups(t)
 	rt := codeDir(t, nil)
 	if err := runtime.Extract(rt); err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func testBackend(t testing.TB, mod ...func(*Config)) *Backend {
 		if err := b.Destroy(context.Background()); err != nil {
 			t.Error(err)
 		}
-		if exists("/sys/fs/cgroup/memory/"+name) || exists("/sys/fs/cgroup/"+name) {
+		if testenv.Exists("/sys/fs/cgroup/memory/"+name) || testenv.Exists("/sys/fs/cgroup/"+name) {
 			t.Errorf("cgroup parent %s survived Destroy", name)
 		}
 	})
@@ -81,7 +82,7 @@ func spec(t testing.TB, runtimeName, handler string, mod ...func(*function.Spec)
 func start(t testing.TB, b *Backend, s *function.Spec, files map[string]string) sandbox.Instance {
 	t.Helper()
 	if s.Runtime == function.RuntimePython {
-		requireFile(t, "/usr/bin/python3", "python3")
+		testenv.RequireFile(t, "/usr/bin/python3", "python3")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -219,7 +220,7 @@ func TestBackendCrashes(t *testing.T) {
 
 func TestBackendLoadError(t *testing.T) {
 	b := testBackend(t)
-	requireFile(t, "/usr/bin/python3", "python3")
+	testenv.RequireFile(t, "/usr/bin/python3", "python3")
 	s := spec(t, "python3", "handler.py")
 	_, err := b.Start(context.Background(), sandbox.StartOptions{
 		ID: "bad", Spec: s, CodeDir: codeDir(t, map[string]string{"handler.py": "def handle(req:\n"}),
@@ -324,7 +325,7 @@ func TestUIDPool(t *testing.T) {
 }
 
 func BenchmarkColdStartPython(b *testing.B) {
-	requireFile(b, "/usr/bin/python3", "python3")
+	testenv.RequireFile(b, "/usr/bin/python3", "python3")
 	be := testBackend(b)
 	s := spec(b, "python3", "handler.py")
 	code := codeDir(b, map[string]string{"handler.py": "def handle(req):\n    return 'hello'\n"})

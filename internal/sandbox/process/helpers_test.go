@@ -1,13 +1,11 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
+	"github.com/wisp-faas/wisp/internal/testenv"
 )
 
 // childEnv selects a helper role for the re-executed test binary (see
@@ -29,45 +28,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// requireSandboxes skips the test, saying why, when this machine cannot run
-// sandboxes (not root, no cgroups); with CI=true it fails instead.
-func requireSandboxes(t testing.TB) {
-	t.Helper()
-	reason := ""
-	switch {
-	case os.Geteuid() != 0:
-		reason = "sandboxes need root (run the tests as root)"
-	case !exists("/sys/fs/cgroup/cgroup.controllers") && !exists("/sys/fs/cgroup/memory/cgroup.procs"):
-		reason = "no cgroup v2 and no cgroup v1 memory hierarchy under /sys/fs/cgroup"
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: not skipping)", reason)
-	}
-	t.Skip(reason)
-}
-
-// requireFile skips (fails with CI=true) when a program a test runs is
-// missing, naming the Debian package.
-func requireFile(t testing.TB, path, pkg string) {
-	t.Helper()
-	if exists(path) {
-		return
-	}
-	msg := path + " is missing (apt-get install " + pkg + ")"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
-
 var cgroupSeq atomic.Int64
 
 // testCgroupName returns a parent cgroup name private to one test.
@@ -79,7 +39,7 @@ func testCgroupName() string {
 // test and removed (with anything left in it) when the test ends.
 func testCgroups(t testing.TB) *cgroup.Manager {
 	t.Helper()
-	requireSandboxes(t)
+	testenv.RequireCgroups(t)
 	m, err := cgroup.New(testCgroupName())
 	if err != nil {
 		t.Fatal(err)
@@ -116,24 +76,6 @@ func codeDir(t testing.TB, files map[string]string) string {
 	return dir
 }
 
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // strictConfig returns a strict sandbox configuration running argv.
 func strictConfig(t testing.TB, cg *cgroup.Manager, argv ...string) SpawnConfig {
 	uid := testUID()
@@ -160,7 +102,7 @@ type result struct {
 // returns its output.
 func run(t testing.TB, cfg SpawnConfig) result {
 	t.Helper()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testenv.Buffer
 	cfg.Stdout, cfg.Stderr = &stdout, &stderr
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -17,12 +17,13 @@ import (
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
+	"github.com/wisp-faas/wisp/internal/testenv"
 )
 
 // TestIsolation runs shell probes in a strict sandbox and checks what they
 // see. Each probe prints one line per check.
 func TestIsolation(t *testing.T) {
-	requireSandboxes(t)
+	testenv.RequireCgroups(t)
 	code := codeDir(t, map[string]string{"handler.sh": "echo hi\n"})
 	other := codeDir(t, map[string]string{"secret.py": "KEY = 'other function'\n"})
 	tests := []struct {
@@ -137,7 +138,7 @@ func usrmergeBin() string {
 // something else, is what blocks unshare in a strict sandbox.
 func TestUnshareAllowedWithoutSeccomp(t *testing.T) {
 	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err != nil || strings.TrimSpace(string(b)) == "0" {
-		t.Skip("user namespaces are disabled on this kernel")
+		testenv.Missing(t, "user namespaces are disabled on this kernel (sysctl user.max_user_namespaces)")
 	}
 	r := sh(t, `unshare -U true && echo unshared`, func(c *SpawnConfig) { c.Seccomp = false })
 	if got := lines(r.stdout); !slices.Equal(got, []string{"unshared"}) {
@@ -167,8 +168,8 @@ print("ifaces", " ".join(sorted(n for _, n in socket.if_nameindex())))
 `
 
 func TestNetwork(t *testing.T) {
-	requireSandboxes(t)
-	requireFile(t, "/usr/bin/python3", "python3")
+	testenv.RequireCgroups(t)
+	testenv.RequireFile(t, "/usr/bin/python3", "python3")
 	hostIP := ""
 	addrs, _ := net.InterfaceAddrs()
 	for _, a := range addrs {
@@ -178,7 +179,7 @@ func TestNetwork(t *testing.T) {
 		}
 	}
 	if hostIP == "" {
-		t.Skip("the host has no non-loopback IPv4 address to try")
+		testenv.Missing(t, "the host has no non-loopback IPv4 address to try")
 	}
 	ln, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {
@@ -240,7 +241,7 @@ print("unshare(CLONE_NEWUSER)", res(libc.unshare(0x10000000)))
 `
 
 func TestDeniedSyscalls(t *testing.T) {
-	requireFile(t, "/usr/bin/python3", "python3")
+	testenv.RequireFile(t, "/usr/bin/python3", "python3")
 	tests := []struct {
 		name    string
 		seccomp bool
@@ -272,7 +273,7 @@ func TestDeniedSyscalls(t *testing.T) {
 }
 
 func TestMemoryLimitOOMKill(t *testing.T) {
-	requireFile(t, "/usr/bin/python3", "python3")
+	testenv.RequireFile(t, "/usr/bin/python3", "python3")
 	r := sh(t, "", func(c *SpawnConfig) {
 		c.Argv = []string{"/usr/bin/python3", "-c", "b = b'x' * (200 << 20); print('survived', len(b))"}
 		c.Limits.MemoryBytes = 64 << 20
@@ -292,11 +293,11 @@ func TestMemoryLimitOOMKill(t *testing.T) {
 }
 
 func TestForkBombIsContained(t *testing.T) {
-	requireFile(t, "/bin/bash", "bash")
+	testenv.RequireFile(t, "/bin/bash", "bash")
 	cg := testCgroups(t)
 	cfg := strictConfig(t, cg, "/bin/bash", "-c", `bomb() { bomb | bomb & }; bomb; sleep 100`)
 	cfg.Limits.Pids = 32
-	var stderr lockedBuffer
+	var stderr testenv.Buffer
 	cfg.Stderr = &stderr
 	sb, err := Spawn(context.Background(), cfg)
 	if err != nil {
@@ -543,7 +544,7 @@ func TestExtraFilesAndNoLeakedFDs(t *testing.T) {
 // the sandbox, grandchildren included, dies with it, and that Cleanup then
 // removes the cgroup it left.
 func TestOrphansDieWithTheirParent(t *testing.T) {
-	requireSandboxes(t)
+	testenv.RequireCgroups(t)
 	name := testCgroupName()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=orphan", "WISP_TEST_CGROUP="+name)

@@ -7,6 +7,7 @@ import (
 
 	seccompbpf "github.com/elastic/go-seccomp-bpf"
 	"github.com/elastic/go-seccomp-bpf/arch"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -111,20 +112,38 @@ func Install() error {
 	return nil
 }
 
-// installArchGuard loads a second filter that kills the process on a system
-// call made through a foreign ABI. The policy above only checks the native
-// ABI's numbers and lets other ABIs through unchecked (go-seccomp-bpf jumps
-// to its default action on an architecture mismatch).
-func installArchGuard() error {
+// archGuard is a second filter that kills the process on a system call
+// made through a foreign ABI (on amd64, int 0x80 into the i386 table). The
+// policy above only checks the native ABI's numbers and lets other ABIs
+// through unchecked (go-seccomp-bpf jumps to its default action on an
+// architecture mismatch). Assembled with golang.org/x/net/bpf, the
+// assembler go-seccomp-bpf itself uses.
+func archGuard() ([]bpf.Instruction, error) {
 	info, err := arch.GetInfo("")
+	if err != nil {
+		return nil, err
+	}
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 4, Size: 4}, // seccomp_data.arch
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(info.ID), SkipTrue: 1},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_KILL_PROCESS},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW},
+	}, nil
+}
+
+// installArchGuard loads archGuard on every thread.
+func installArchGuard() error {
+	insns, err := archGuard()
 	if err != nil {
 		return err
 	}
-	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 4}, // seccomp_data.arch
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, Jf: 0, K: uint32(info.ID)},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_KILL_PROCESS},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+	raw, err := bpf.Assemble(insns)
+	if err != nil {
+		return fmt.Errorf("assemble the ABI guard: %w", err)
+	}
+	prog := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		prog[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
