@@ -277,7 +277,7 @@ func (s *Spec) ValidateCode(dir string) error {
 			if _, err := os.Stat(filepath.Join(dir, file)); err != nil {
 				// A bare command is looked up on the sandbox's PATH, which is
 				// the host's read-only /usr/bin and /bin.
-				for _, d := range ExecPath {
+				for _, d := range ExecPath() {
 					if _, err := os.Stat(filepath.Join(d, file)); err == nil {
 						return nil
 					}
@@ -304,7 +304,7 @@ func (s *Spec) ValidateCode(dir string) error {
 
 // ExecPath is the PATH inside a sandbox, where exec handlers that name a bare
 // command are looked up.
-var ExecPath = []string{"/usr/local/bin", "/usr/bin", "/bin"}
+func ExecPath() []string { return []string{"/usr/local/bin", "/usr/bin", "/bin"} }
 
 // Env returns the environment as a map.
 func (s *Spec) Env() map[string]string {

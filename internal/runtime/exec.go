@@ -25,7 +25,7 @@ import (
 type ExecConfig struct {
 	// Argv is the handler command. Argv[0] is an absolute path, a path
 	// relative to Dir ("./bin/handler"), or a bare name found in Dir or else
-	// on the PATH of Env (function.ExecPath when Env has none).
+	// on the PATH of Env (function.ExecPath() when Env has none).
 	Argv []string
 	// Dir is the function's code directory and the handler's working
 	// directory.
@@ -226,7 +226,7 @@ func (s *execServer) searchPath() []string {
 			return filepath.SplitList(p)
 		}
 	}
-	return function.ExecPath
+	return function.ExecPath()
 }
 
 // serve runs the handler once and returns the response frame.
@@ -305,7 +305,7 @@ func (s *execServer) env(h *RequestHeader, bodyLen int) []string {
 		}
 	}
 	if !hasPath {
-		env = append(env, "PATH="+strings.Join(function.ExecPath, ":"))
+		env = append(env, "PATH="+strings.Join(function.ExecPath(), ":"))
 	}
 	env = append(env,
 		"Http_Method="+h.Method,

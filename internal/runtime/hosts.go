@@ -191,6 +191,12 @@ func Command(spec *function.Spec, codeDir, runtimeDir string) ([]string, error) 
 	return DefaultLauncher().Command(spec, codeDir, runtimeDir)
 }
 
+// BaseEnv is the environment every host starts from: PATH of
+// function.ExecPath, HOME=/tmp, LANG=C.UTF-8.
+func BaseEnv() []string {
+	return []string{"PATH=" + strings.Join(function.ExecPath(), ":"), "HOME=/tmp", "LANG=C.UTF-8"}
+}
+
 // HostEnv returns the environment of a runtime host: a fixed base (PATH of
 // function.ExecPath, HOME=/tmp, LANG=C.UTF-8), then the function's
 // environment, then the WISP_* settings the host reads, which the function
@@ -199,13 +205,7 @@ func HostEnv(spec *function.Spec, logLimit int) []string {
 	if logLimit <= 0 {
 		logLimit = DefaultLogLimit
 	}
-	env := make([]string, 0, len(spec.Environment)+6)
-	env = append(env,
-		"PATH="+strings.Join(function.ExecPath, ":"),
-		"HOME=/tmp",
-		"LANG=C.UTF-8",
-	)
-	env = append(env, spec.Environment...)
+	env := append(BaseEnv(), spec.Environment...)
 	env = append(env,
 		"WISP_FUNCTION="+spec.Name,
 		EnvConcurrency+"="+strconv.Itoa(max(spec.Concurrency, 1)),

@@ -14,10 +14,11 @@
 // retired: it takes no new calls, its idle instances close at once and busy
 // ones close when their calls finish, so calls in flight are not dropped.
 //
-// Locking: Scheduler.mu guards the pools map, the closed flag and the live
-// digest counts; each pool's mu guards its instance lists, waiter queue and
-// counters. The only order is Scheduler.mu, then a pool's mu (poolFor
-// retires the old pool while holding Scheduler.mu); no code takes
-// Scheduler.mu while holding a pool's mu. Instance starts and closes run in
-// goroutines tracked by Scheduler.bg, outside both locks.
+// Locking: Scheduler.mu, a RWMutex since every call reads the pools map,
+// guards the pools map, the closed flag and the live digest counts; each
+// pool's mu guards its instance lists, waiter queue and counters. The only
+// order is Scheduler.mu, then a pool's mu (poolFor retires the old pool
+// while holding Scheduler.mu); no code takes Scheduler.mu while holding a
+// pool's mu. Instance starts and closes run in goroutines tracked by
+// Scheduler.bg, outside both locks.
 package scheduler

@@ -78,7 +78,7 @@ type Scheduler struct {
 
 	global chan struct{} // semaphore of MaxConcurrent slots; nil when unlimited
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	pools  map[string]*pool // by function name: the live version
 	closed bool
 	// live counts instances per code digest, retired versions included, so
@@ -198,12 +198,21 @@ func (s *Scheduler) waitGlobal(ctx context.Context, name string) error {
 // poolFor returns the live pool of t's version, creating it and retiring the
 // previous version's pool as needed.
 func (s *Scheduler) poolFor(t *Target) (*pool, error) {
+	// Every call comes here: the common case (the live version's pool
+	// exists) takes only the read lock.
+	s.mu.RLock()
+	p := s.pools[t.Name]
+	closed := s.closed
+	s.mu.RUnlock()
+	if !closed && p != nil && p.target.Version == t.Version && p.target.Digest == t.Digest {
+		return p, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
-	p := s.pools[t.Name]
+	p = s.pools[t.Name]
 	if p != nil && p.target.Version == t.Version && p.target.Digest == t.Digest {
 		return p, nil
 	}
@@ -239,8 +248,8 @@ func (s *Scheduler) Forget(name string) {
 // LiveDigests returns the code digests that instances (starting or running,
 // of any version) still use.
 func (s *Scheduler) LiveDigests() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	out := make([]string, 0, len(s.live))
 	for d := range s.live {
 		out = append(out, d)
@@ -272,12 +281,12 @@ type Stats struct {
 
 // Stats returns a snapshot of every live pool.
 func (s *Scheduler) Stats() []Stats {
-	s.mu.Lock()
+	s.mu.RLock()
 	pools := make([]*pool, 0, len(s.pools))
 	for _, p := range s.pools {
 		pools = append(pools, p)
 	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	out := make([]Stats, 0, len(pools))
 	for _, p := range pools {
 		out = append(out, p.stats())
@@ -325,12 +334,12 @@ func (s *Scheduler) janitor() {
 		case <-s.stop:
 			return
 		case now := <-t.C:
-			s.mu.Lock()
+			s.mu.RLock()
 			pools := make([]*pool, 0, len(s.pools))
 			for _, p := range s.pools {
 				pools = append(pools, p)
 			}
-			s.mu.Unlock()
+			s.mu.RUnlock()
 			for _, p := range pools {
 				p.evictIdle(now)
 			}

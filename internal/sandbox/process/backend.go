@@ -227,7 +227,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 // parent too. For tests and uninstalls; the backend creates the parent
 // again if used afterwards.
 func (b *Backend) Destroy(ctx context.Context) error {
-	b.spares.closeAll(b.uids.put)
+	b.spares.closeAll(b)
 	b.mu.Lock()
 	cg := b.cg
 	b.cg = nil
@@ -308,36 +308,86 @@ func (b *Backend) Start(ctx context.Context, opts sandbox.StartOptions) (sandbox
 			"no runtime directory for the %s host", spec.Runtime))
 	}
 
-	uid, err := b.uids.get()
+	h, err := b.spawnHost(ctx, cg, hostParams{
+		id:      opts.ID,
+		network: spec.Network,
+		argv:    argv,
+		exec:    execCfg,
+		env:     runtime.HostEnv(spec, b.cfg.Conn.LogLimit),
+		codeDir: opts.CodeDir,
+		limits:  cgroup.Limits{MemoryBytes: int64(spec.Memory), MilliCPU: int64(spec.CPU), Pids: int64(spec.Pids)},
+		tmpSize: min(b.cfg.TmpSize, int64(spec.Memory)/2),
+		attrs:   []slog.Attr{slog.String("function", spec.Name), slog.String("instance", opts.ID)},
+	})
 	if err != nil {
 		return fail(err)
+	}
+	spawned := time.Since(start)
+	inst, ready, err := b.newInstance(ctx, opts.ID, spec, h, "")
+	if err != nil {
+		return fail(err)
+	}
+	b.log.DebugContext(ctx, "instance started", slog.String("function", spec.Name), slog.String("instance", opts.ID),
+		slog.Duration("spawn", spawned), slog.Duration("total", time.Since(start)),
+		slog.Float64("host_init_ms", ready.InitMS), slog.Int("uid", h.uid))
+	return inst, nil
+}
+
+// hostProc is a sandbox running a runtime host, with the worker's ends of
+// its channel.
+type hostProc struct {
+	sb    *Sandbox
+	reqW  *os.File // requests, to the host's fd 3
+	respR *os.File // responses, from the host's fd 4
+	uid   int
+	tail  *tailBuffer
+	logs  []*logWriter
+}
+
+// hostParams describe the sandbox spawnHost makes.
+type hostParams struct {
+	id      string
+	network string
+	argv    []string            // the host to exec, or nil with exec set
+	exec    *runtime.ExecConfig // the init serves exec functions itself
+	env     []string
+	codeDir string // mounted read-only at /code
+	limits  cgroup.Limits
+	tmpSize int64
+	attrs   []slog.Attr // on every line the host writes to its stdout or stderr
+}
+
+// spawnHost takes a uid, makes the channel pipes and starts the sandbox.
+// On failure it gives everything back.
+func (b *Backend) spawnHost(ctx context.Context, cg *cgroup.Manager, p hostParams) (*hostProc, error) {
+	uid, err := b.uids.get()
+	if err != nil {
+		return nil, err
 	}
 	reqR, reqW, err := os.Pipe()
 	if err != nil {
 		b.uids.put(uid)
-		return fail(err)
+		return nil, err
 	}
 	respR, respW, err := os.Pipe()
 	if err != nil {
 		reqR.Close()
 		reqW.Close()
 		b.uids.put(uid)
-		return fail(err)
+		return nil, err
 	}
-
-	attrs := []slog.Attr{slog.String("function", spec.Name), slog.String("instance", opts.ID)}
-	stdout := newLogWriter(b.log, append(attrs, slog.String("stream", "stdout"))...)
-	stderrLog := newLogWriter(b.log, append(attrs, slog.String("stream", "stderr"))...)
+	stdout := newLogWriter(b.log, append(slices.Clone(p.attrs), slog.String("stream", "stdout"))...)
+	stderrLog := newLogWriter(b.log, append(slices.Clone(p.attrs), slog.String("stream", "stderr"))...)
 	tail := &tailBuffer{next: stderrLog}
 
-	sc := b.spawnConfig(cg, opts.ID, uid, spec.Network, argv, execCfg, tail)
+	sc := b.spawnConfig(cg, p.id, uid, p.network, p.argv, p.exec, tail)
 	sc.Stdout = stdout
-	sc.Env = runtime.HostEnv(spec, b.cfg.Conn.LogLimit)
-	sc.CodeDir = opts.CodeDir
+	sc.Env = p.env
+	sc.CodeDir = p.codeDir
 	sc.RuntimeDir = b.cfg.RuntimeDir
 	sc.ExtraFiles = []*os.File{reqR, respW} // fd 3, fd 4
-	sc.Limits = cgroup.Limits{MemoryBytes: int64(spec.Memory), MilliCPU: int64(spec.CPU), Pids: int64(spec.Pids)}
-	sc.TmpSize = min(b.cfg.TmpSize, int64(spec.Memory)/2)
+	sc.Limits = p.limits
+	sc.TmpSize = p.tmpSize
 	sb, err := Spawn(ctx, sc)
 	reqR.Close()
 	respW.Close()
@@ -348,19 +398,36 @@ func (b *Backend) Start(ctx context.Context, opts sandbox.StartOptions) (sandbox
 		if last := tail.lastLine(); last != "" {
 			err = fmt.Errorf("%w (its last output: %s)", err, last)
 		}
-		return fail(err)
+		return nil, err
 	}
-	spawned := time.Since(start)
+	return &hostProc{sb: sb, reqW: reqW, respR: respR, uid: uid, tail: tail, logs: []*logWriter{stdout, stderrLog}}, nil
+}
 
+// release stops a host that never became an instance and gives its uid back.
+func (h *hostProc) release(b *Backend) {
+	_ = h.reqW.Close()
+	_ = h.respR.Close()
+	_ = h.sb.Close()
+	for _, l := range h.logs {
+		l.Flush()
+	}
+	b.uids.put(h.uid)
+}
+
+// newInstance wraps a started host in an instance and waits for its ready
+// frame (bounded by ctx). On failure the instance is closed and the error
+// says why the host died. stage is the spare's stage directory, or "".
+func (b *Backend) newInstance(ctx context.Context, id string, spec *function.Spec, h *hostProc, stage string) (*instance, runtime.Ready, error) {
 	inst := &instance{
-		id:      opts.ID,
+		id:      id,
 		spec:    spec,
 		b:       b,
-		sb:      sb,
-		conn:    runtime.NewConn(reqW, respR, b.cfg.Conn),
-		uid:     uid,
-		tail:    tail,
-		logs:    []*logWriter{stdout, stderrLog},
+		sb:      h.sb,
+		conn:    runtime.NewConn(h.reqW, h.respR, b.cfg.Conn),
+		uid:     h.uid,
+		tail:    h.tail,
+		logs:    h.logs,
+		stage:   stage,
 		done:    make(chan struct{}),
 		closing: make(chan struct{}),
 	}
@@ -371,12 +438,9 @@ func (b *Backend) Start(ctx context.Context, opts sandbox.StartOptions) (sandbox
 			err = inst.crashReason(err)
 		}
 		_ = inst.Close()
-		return fail(err)
+		return nil, ready, err
 	}
-	b.log.DebugContext(ctx, "instance started", slog.String("function", spec.Name), slog.String("instance", opts.ID),
-		slog.Duration("spawn", spawned), slog.Duration("total", time.Since(start)),
-		slog.Float64("host_init_ms", ready.InitMS), slog.Int("uid", uid))
-	return inst, nil
+	return inst, ready, nil
 }
 
 // readableByOthers checks that the sandbox's uid can list and read dir.

@@ -38,33 +38,24 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
 )
 
-// spare is one pre-provisioned sandbox.
+// spare is one pre-provisioned sandbox: a started host and the stage
+// directory mounted at its /code.
 type spare struct {
+	*hostProc
 	id    string
 	stage string
-	uid   int
-	sb    *Sandbox
-	reqW  *os.File
-	respR *os.File
-	tail  *tailBuffer
-	logs  []*logWriter
 }
 
-func (s *spare) close() {
-	_ = s.reqW.Close()
-	_ = s.respR.Close()
-	_ = s.sb.Close()
+// discard stops a spare that will serve nothing and gives its uid back.
+func (s *spare) discard(b *Backend) {
+	s.release(b)
 	_ = os.RemoveAll(s.stage)
-	for _, l := range s.logs {
-		l.Flush()
-	}
 }
 
 // spareSet holds the spares of a backend by runtime name. mu guards all.
@@ -86,7 +77,7 @@ func (ss *spareSet) notifyLocked() {
 	ss.added = make(chan struct{})
 }
 
-func (ss *spareSet) closeAll(putUID func(int)) {
+func (ss *spareSet) closeAll(b *Backend) {
 	ss.mu.Lock()
 	ss.closed = true
 	var all []*spare
@@ -97,8 +88,7 @@ func (ss *spareSet) closeAll(putUID func(int)) {
 	ss.mu.Unlock()
 	ss.wg.Wait() // provisioning in flight sees closed and discards its spare
 	for _, s := range all {
-		s.close()
-		putUID(s.uid)
+		s.discard(b)
 	}
 }
 
@@ -126,7 +116,7 @@ func (b *Backend) claim(ctx context.Context, rt string) *spare {
 			ss.ready[rt] = l[:len(l)-1]
 			select {
 			case <-s.sb.Exited():
-				go func() { b.uids.put(s.uid); s.close() }() // died idle
+				go s.discard(b) // died idle
 			default:
 				b.replenishLocked(rt)
 				return s
@@ -177,8 +167,7 @@ func (b *Backend) replenishLocked(rt string) {
 				b.log.Warn("pre-provision a sandbox", "runtime", rt, "err", err)
 			}
 			if s != nil {
-				b.uids.put(s.uid)
-				s.close()
+				s.discard(b)
 			}
 		}()
 	}
@@ -196,24 +185,10 @@ func (b *Backend) provision(rt string) (*spare, error) {
 	if err != nil || argv == nil {
 		return nil, fmt.Errorf("runtime %s: no waiting host: %w", rt, err)
 	}
-	uid, err := b.uids.get()
-	if err != nil {
-		return nil, err
-	}
 	id := "spare-" + strconv.FormatUint(b.seq.Add(1), 10) + "-" + strconv.Itoa(os.Getpid())
 	stage := filepath.Join(b.cfg.StageDir, id)
-	s := &spare{id: id, stage: stage, uid: uid}
 	fail := func(err error) (*spare, error) {
-		if s.sb != nil {
-			_ = s.sb.Close()
-		}
-		for _, f := range []*os.File{s.reqW, s.respR} {
-			if f != nil {
-				f.Close()
-			}
-		}
 		_ = os.RemoveAll(stage)
-		b.uids.put(uid)
 		return nil, fmt.Errorf("provision %s: %w", id, err)
 	}
 	if err := os.MkdirAll(stage, 0o755); err != nil {
@@ -222,51 +197,35 @@ func (b *Backend) provision(rt string) (*spare, error) {
 	if err := os.Chmod(stage, 0o755); err != nil {
 		return fail(err)
 	}
-	reqR, reqW, err := os.Pipe()
+	h, err := b.spawnHost(ctx, cg, hostParams{
+		id:      id,
+		network: function.NetworkNone,
+		argv:    argv,
+		env:     runtime.BaseEnv(),
+		codeDir: stage,
+		limits:  cgroup.Limits{}, // the claiming function's limits are applied at claim
+		tmpSize: b.cfg.TmpSize,
+		attrs:   []slog.Attr{slog.String("instance", id)},
+	})
 	if err != nil {
 		return fail(err)
 	}
-	s.reqW = reqW
-	respR, respW, err := os.Pipe()
-	if err != nil {
-		reqR.Close()
-		return fail(err)
-	}
-	s.respR = respR
-	attrs := []slog.Attr{slog.String("instance", id)}
-	stdout := newLogWriter(b.log, append(attrs, slog.String("stream", "stdout"))...)
-	stderrLog := newLogWriter(b.log, append(attrs, slog.String("stream", "stderr"))...)
-	s.tail = &tailBuffer{next: stderrLog}
-	s.logs = []*logWriter{stdout, stderrLog}
-
-	sc := b.spawnConfig(cg, id, uid, function.NetworkNone, argv, nil, s.tail)
-	sc.Stdout = stdout
-	sc.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}
-	sc.CodeDir = stage
-	sc.RuntimeDir = b.cfg.RuntimeDir
-	sc.ExtraFiles = []*os.File{reqR, respW}
-	sc.Limits = cgroup.Limits{} // the claiming function's limits are applied at claim
-	sb, err := Spawn(ctx, sc)
-	reqR.Close()
-	respW.Close()
-	if err != nil {
-		return fail(err)
-	}
-	s.sb = sb
+	s := &spare{hostProc: h, id: id, stage: stage}
 	idle := make(chan error, 1)
-	go func() { _, err := runtime.ReadIdle(respR); idle <- err }()
+	go func() { _, err := runtime.ReadIdle(h.respR); idle <- err }()
 	select {
-	case err := <-idle:
-		if err != nil {
-			if last := s.tail.lastLine(); last != "" {
-				err = fmt.Errorf("%w (its last output: %s)", err, last)
-			}
-			return fail(err)
-		}
+	case err = <-idle:
 	case <-ctx.Done():
-		_ = sb.Kill()
+		_ = h.sb.Kill()
 		<-idle
-		return fail(ctx.Err())
+		err = ctx.Err()
+	}
+	if err != nil {
+		if last := h.tail.lastLine(); last != "" {
+			err = fmt.Errorf("%w (its last output: %s)", err, last)
+		}
+		s.discard(b)
+		return nil, fmt.Errorf("provision %s: %w", id, err)
 	}
 	return s, nil
 }
@@ -285,8 +244,7 @@ func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions)
 	}
 	start := time.Now()
 	discard := func(err error) (sandbox.Instance, error) {
-		b.uids.put(s.uid)
-		s.close()
+		s.discard(b)
 		b.log.Warn("pre-provisioned sandbox unusable; starting one on demand", "sandbox", s.id, "err", err)
 		return nil, nil
 	}
@@ -302,26 +260,8 @@ func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions)
 	if err := runtime.SendLoad(s.reqW, load); err != nil {
 		return discard(err)
 	}
-	inst := &instance{
-		id:      opts.ID,
-		spec:    spec,
-		b:       b,
-		sb:      s.sb,
-		conn:    runtime.NewConn(s.reqW, s.respR, b.cfg.Conn),
-		uid:     s.uid,
-		tail:    s.tail,
-		logs:    s.logs,
-		stage:   s.stage,
-		done:    make(chan struct{}),
-		closing: make(chan struct{}),
-	}
-	go inst.watch()
-	ready, err := inst.conn.WaitReady(ctx)
+	inst, ready, err := b.newInstance(ctx, opts.ID, spec, s.hostProc, s.stage)
 	if err != nil {
-		if errors.Is(err, errdefs.ErrCrashed) {
-			err = inst.crashReason(err)
-		}
-		_ = inst.Close()
 		return nil, err
 	}
 	b.log.Debug("instance started from a pre-provisioned sandbox", slog.String("function", spec.Name),
