@@ -217,6 +217,9 @@ func (g *Gateway) validate() error {
 	if g.ShutdownTimeout.D() > time.Hour {
 		return bad("gateway.shutdown_timeout", "use at most 1h", "%s is too long", g.ShutdownTimeout)
 	}
+	if g.Procs < 0 || g.Procs > 4096 {
+		return bad("gateway.procs", "use 0 (auto) or a number of CPUs", "%d is out of range", g.Procs)
+	}
 	return nil
 }
 

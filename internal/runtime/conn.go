@@ -37,9 +37,12 @@ type ConnOptions struct {
 // request frames and matches response frames to callers by id.
 //
 // RoundTrip is safe for concurrent use; the host decides how many calls it
-// serves at once (WISP_CONCURRENCY) and answers in any order. One reader
-// goroutine, started by NewConn, owns the read side: it decodes each
-// response and hands it to the waiting caller. Writers take turns on wsem.
+// serves at once (WISP_CONCURRENCY) and answers in any order. There is no
+// reader goroutine: callers take turns reading (leader/follower). The
+// caller holding rsem reads frames and hands each response to its caller
+// until its own arrives, then gives rsem up to the next waiter. With one
+// call in flight, the common case, the caller reads its own response and no
+// goroutine hand-off sits on the call path. Writers take turns on wsem.
 type Conn struct {
 	w    io.WriteCloser
 	r    io.ReadCloser
@@ -56,22 +59,29 @@ type Conn struct {
 	wbuf *bytes.Buffer
 	enc  *json.Encoder
 
-	readyCh  chan struct{} // closed by the reader once ready/readyErr are set
+	// rsem (capacity 1) is held by the caller reading frames; it guards br,
+	// scratch and readyRead.
+	rsem      chan struct{}
+	scratch   []byte
+	readyRead bool // the first frame (ready or load error) has been read
+
+	readyCh  chan struct{} // closed once ready/readyErr are set (under mu)
 	ready    Ready
 	readyErr error
 
-	done chan struct{} // closed when the reader goroutine exits
+	done chan struct{} // closed (under mu) when the channel breaks
 
-	mu      sync.Mutex // guards pending and err
-	pending map[uint64]*call
-	err     error // why the channel broke; set once, never cleared
+	mu          sync.Mutex // guards pending, err, readyClosed
+	pending     map[uint64]*call
+	err         error // why the channel broke; set once, never cleared
+	readyClosed bool
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
 // call is one caller waiting for its response. ch has room for exactly one
-// result, so the reader never blocks on a caller that has given up.
+// result, so a reader never blocks on a caller that has given up.
 type call struct {
 	ch chan result
 }
@@ -83,10 +93,10 @@ type result struct {
 
 var callPool = sync.Pool{New: func() any { return &call{ch: make(chan result, 1)} }}
 
-// NewConn starts the reader goroutine on r (the host's fd 4) and returns a
-// Conn that writes requests to w (the host's fd 3). The Conn owns both; Close
-// closes them. When w and r are *os.File pipes (pollable), a RoundTrip whose
-// context ends while it is blocked writing is interrupted too.
+// NewConn returns a Conn that writes requests to w (the host's fd 3) and
+// reads responses from r (its fd 4). The Conn owns both; Close closes them.
+// When w and r are *os.File pipes (pollable), a call whose context ends
+// while it is blocked writing or reading is interrupted.
 func NewConn(w io.WriteCloser, r io.ReadCloser, opts ConnOptions) *Conn {
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = DefaultMaxBody
@@ -107,11 +117,12 @@ func NewConn(w io.WriteCloser, r io.ReadCloser, opts ConnOptions) *Conn {
 		wsem:      make(chan struct{}, 1),
 		wbuf:      buf,
 		enc:       enc,
+		rsem:      make(chan struct{}, 1),
+		scratch:   make([]byte, 0, 4<<10),
 		readyCh:   make(chan struct{}),
 		done:      make(chan struct{}),
 		pending:   make(map[uint64]*call),
 	}
-	go c.readLoop()
 	return c
 }
 
@@ -146,25 +157,41 @@ var errClosed = errors.New("runtime connection closed")
 // WaitReady waits for the host's ready frame. A host that failed to load the
 // handler gives a *LoadError (errdefs.ErrCrashed); a host that exits or
 // closes the channel first gives an errdefs.ErrCrashed error; when ctx ends
-// first the error wraps errdefs.ErrTimeout.
+// first the error wraps errdefs.ErrTimeout (the channel stays usable).
 func (c *Conn) WaitReady(ctx context.Context) (Ready, error) {
-	select {
-	case <-c.readyCh:
-		return c.ready, c.readyErr
-	case <-c.done:
+	for {
 		select {
 		case <-c.readyCh:
 			return c.ready, c.readyErr
-		default:
+		case <-ctx.Done():
+			return Ready{}, fmt.Errorf("runtime host did not load the handler in time: %w: %w", errdefs.ErrTimeout, context.Cause(ctx))
+		case c.rsem <- struct{}{}:
+			// A broken channel closes readyCh; an interrupted read ends
+			// in the ctx case above.
+			if !c.readyRead {
+				_ = c.readOne(ctx)
+			}
+			<-c.rsem
 		}
-		return Ready{}, c.brokenErr()
-	case <-ctx.Done():
-		return Ready{}, fmt.Errorf("runtime host did not load the handler in time: %w: %w", errdefs.ErrTimeout, context.Cause(ctx))
 	}
 }
 
-// Done is closed when the reader stops: the host closed its end (exited,
-// crashed), sent something that is not a frame, or Close was called.
+// setReady records the outcome of the first frame; the first call wins.
+func (c *Conn) setReady(r Ready, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readyClosed {
+		return
+	}
+	c.ready, c.readyErr, c.readyClosed = r, err, true
+	close(c.readyCh)
+}
+
+// Done is closed when the channel breaks: a reader found that the host
+// closed its end (exited, crashed) or sent something that is not a frame,
+// a call was abandoned mid-frame, or Close was called. A host that dies
+// while no call is reading is noticed by the next call; backends watch the
+// process itself for that.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err returns why the channel broke, or nil while it works.
@@ -219,18 +246,43 @@ func (c *Conn) RoundTrip(ctx context.Context, req *sandbox.Request) (*sandbox.Re
 		}
 		return nil, err
 	}
-	select {
-	case res := <-cl.ch:
-		callPool.Put(cl)
-		return res.resp, res.err
-	case <-ctx.Done():
-		// A response that arrives later is dropped by the reader. cl goes
-		// back to the pool only if the reader can no longer reach it.
-		if c.forget(id) {
+	for {
+		select {
+		case res := <-cl.ch:
 			callPool.Put(cl)
+			return res.resp, res.err
+		case <-ctx.Done():
+			return nil, c.abandon(ctx, id, cl)
+		case c.rsem <- struct{}{}:
+			// This caller reads until its own response arrives (or the
+			// channel breaks, which delivers an error to it too).
+			var err error
+			for err == nil {
+				select {
+				case res := <-cl.ch:
+					<-c.rsem
+					callPool.Put(cl)
+					return res.resp, res.err
+				default:
+				}
+				err = c.readOne(ctx)
+			}
+			<-c.rsem
+			if ctx.Err() != nil {
+				return nil, c.abandon(ctx, id, cl)
+			}
 		}
-		return nil, c.timeoutErr(ctx, id)
 	}
+}
+
+// abandon gives up on call id after its context ended. A response that
+// arrives later is dropped by whoever reads it. cl goes back to the pool
+// only if no reader can reach it any more.
+func (c *Conn) abandon(ctx context.Context, id uint64, cl *call) error {
+	if c.forget(id) {
+		callPool.Put(cl)
+	}
+	return c.timeoutErr(ctx, id)
 }
 
 func (c *Conn) timeoutErr(ctx context.Context, id uint64) error {
@@ -325,13 +377,10 @@ func (c *Conn) send(ctx context.Context, id uint64, req *sandbox.Request) error 
 			c.fail(crashed(err, "runtime channel abandoned mid-frame after a timeout"))
 			return c.timeoutErr(ctx, id)
 		}
-		// The host is gone. Let the reader drain what it wrote before it
-		// died (a load error frame says why), so that cause wins over the
-		// bare broken pipe.
-		select {
-		case <-c.done:
-		case <-time.After(250 * time.Millisecond):
-		}
+		// The host is gone. Read what it wrote before it died (a load
+		// error frame says why), so that cause wins over the bare broken
+		// pipe.
+		c.drain(250 * time.Millisecond)
 		c.fail(crashed(err, "runtime host stopped reading requests: %v", err))
 		c.mu.Lock()
 		err = c.err
@@ -356,68 +405,127 @@ func (c *Conn) fail(err error) {
 	err = c.err
 	pending := c.pending
 	c.pending = make(map[uint64]*call)
+	if !c.readyClosed {
+		c.ready, c.readyErr, c.readyClosed = Ready{}, err, true
+		close(c.readyCh)
+	}
+	select {
+	case <-c.done:
+	default:
+		close(c.done)
+	}
 	c.mu.Unlock()
 	for _, cl := range pending {
 		cl.ch <- result{err: err}
 	}
 }
 
-// readLoop owns the read side: the ready frame first, then responses.
-func (c *Conn) readLoop() {
-	defer close(c.done)
-	scratch := make([]byte, 0, 4<<10)
-	readyDone := false
-	defer func() {
-		if !readyDone {
-			c.readyErr = c.brokenErr()
-			c.ready = Ready{}
-			close(c.readyCh)
-		}
-	}()
-	for {
-		hdr, body, err := readFrame(c.br, c.maxHeader, c.opts.MaxBody, scratch)
-		if err != nil && hdr == nil {
-			switch {
-			case errors.Is(err, io.EOF):
-				c.fail(crashed(err, "runtime host exited or closed its channel"))
-			case errors.Is(err, os.ErrClosed):
-				c.fail(crashed(errClosed, "runtime connection closed"))
-			default:
-				c.fail(crashed(err, "runtime host channel broken: %v", err))
+// readerDeadliner is implemented by pollable *os.File pipes.
+type readerDeadliner interface {
+	SetReadDeadline(t time.Time) error
+}
+
+// readOne reads one frame and acts on it: the first is the ready (or load
+// error) frame, every later one a response for a pending call. The caller
+// holds rsem. A read that ctx interrupts before any byte of the frame was
+// consumed leaves the channel intact; any other failure breaks it (and
+// every pending call, the reader's own included, gets the error).
+func (c *Conn) readOne(ctx context.Context) error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	var stop func() bool
+	var fired chan struct{}
+	if ctx.Done() != nil {
+		d, ok := c.r.(readerDeadliner)
+		fired = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			if ok {
+				_ = d.SetReadDeadline(aLongTimeAgo)
+			} else {
+				// Not interruptible: break the channel so the read ends.
+				c.fail(crashed(context.Cause(ctx), "runtime channel abandoned after a timeout"))
+				_ = c.r.Close()
 			}
-			return
+			close(fired)
+		})
+	}
+	if _, err := c.br.Peek(prefixLen); err != nil && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+		// Nothing of the next frame is consumed: the channel goes on.
+		c.disarm(stop, fired)
+		return fmt.Errorf("no frame from the runtime host: %w: %w", errdefs.ErrTimeout, context.Cause(ctx))
+	}
+	hdr, body, err := readFrame(c.br, c.maxHeader, c.opts.MaxBody, c.scratch)
+	c.disarm(stop, fired)
+	if err != nil && hdr == nil {
+		switch {
+		case errors.Is(err, io.EOF):
+			err = crashed(err, "runtime host exited or closed its channel")
+		case errors.Is(err, os.ErrClosed):
+			err = crashed(errClosed, "runtime connection closed")
+		case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+			err = crashed(err, "runtime channel abandoned mid-frame after a timeout")
+		default:
+			err = crashed(err, "runtime host channel broken: %v", err)
 		}
-		if !readyDone {
-			readyDone = true
-			if err := c.handleReady(hdr); err != nil {
-				c.readyErr = err
-				close(c.readyCh)
-				c.fail(err)
-				return
-			}
-			close(c.readyCh)
-			continue
-		}
-		if err := c.deliver(hdr, body, err); err != nil {
+		c.fail(err)
+		return err
+	}
+	if !c.readyRead {
+		c.readyRead = true
+		r, err := c.handleReady(hdr)
+		c.setReady(r, err)
+		if err != nil {
 			c.fail(err)
-			return
 		}
+		return err
+	}
+	if err := c.deliver(hdr, body, err); err != nil {
+		c.fail(err)
+		return err
+	}
+	return nil
+}
+
+// disarm stops a read interruption armed by readOne and clears the read
+// deadline if it fired.
+func (c *Conn) disarm(stop func() bool, fired chan struct{}) {
+	if stop == nil || stop() {
+		return
+	}
+	<-fired
+	if d, ok := c.r.(readerDeadliner); ok {
+		_ = d.SetReadDeadline(time.Time{})
 	}
 }
 
-func (c *Conn) handleReady(hdr []byte) error {
+// drain reads and acts on what the host wrote before it went away, for at
+// most d: the frame that says why it stopped wins over a bare broken pipe.
+func (c *Conn) drain(d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	select {
+	case c.rsem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-c.rsem }()
+	for c.readOne(ctx) == nil {
+	}
+}
+
+func (c *Conn) handleReady(hdr []byte) (Ready, error) {
 	var r Ready
 	if err := json.Unmarshal(hdr, &r); err != nil {
-		return crashed(err, "runtime host sent a bad ready frame: %v", err)
+		return Ready{}, crashed(err, "runtime host sent a bad ready frame: %v", err)
 	}
 	if !r.Ready {
 		if r.Error == "" {
 			r.Error = "runtime host could not load the handler"
 		}
-		return &LoadError{Message: r.Error, Logs: r.Logs}
+		return Ready{}, &LoadError{Message: r.Error, Logs: r.Logs}
 	}
-	c.ready = r
-	return nil
+	return r, nil
 }
 
 // deliver decodes one response and hands it to its caller. readErr is a

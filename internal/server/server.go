@@ -15,6 +15,7 @@ import (
 	_ "net/http/pprof" // profiles on --debug-addr only: they are served from http.DefaultServeMux, which the API does not use
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/config"
@@ -73,6 +74,10 @@ func Run(ctx context.Context, o Options) error {
 	log, err := telemetry.NewLogger(o.Stderr, cfg.Log.Format, cfg.Log.Level)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		procs := min(cfg.Gateway.ServerProcs(goruntime.NumCPU()), goruntime.GOMAXPROCS(0))
+		defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(procs))
 	}
 	if o.DataDir == "" {
 		o.DataDir = ".wisp-data"
@@ -187,7 +192,7 @@ func Run(ctx context.Context, o Options) error {
 		log.Info("pprof profiles served", "addr", "http://"+o.DebugAddr+"/debug/pprof/")
 	}
 	addr := ln.Addr().String()
-	log.Info("wisp serving", "addr", addr, "data", dataDir, "version", o.Version)
+	log.Info("wisp serving", "addr", addr, "data", dataDir, "version", o.Version, "procs", goruntime.GOMAXPROCS(0))
 	if o.Ready != nil {
 		o.Ready(addr)
 	}
