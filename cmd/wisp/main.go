@@ -6,12 +6,15 @@ import (
 	"os"
 
 	"github.com/wisp-faas/wisp/internal/cli"
+	"github.com/wisp-faas/wisp/internal/sandbox/container"
 	"github.com/wisp-faas/wisp/internal/sandbox/process"
 )
 
 func main() {
 	// A sandbox's init process is this binary re-executed inside the new
-	// namespaces; it never returns from here.
+	// namespaces, and a container's entry shim is this binary mounted into
+	// the container; neither returns from here.
 	process.MaybeRunInit()
+	container.MaybeRunInit()
 	os.Exit(cli.Main())
 }

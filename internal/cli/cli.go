@@ -87,6 +87,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newLogsCmd(g),
 		newActivationsCmd(g),
 		newBenchCmd(g),
+		newImageCmd(g),
 	)
 	return root
 }

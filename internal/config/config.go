@@ -117,8 +117,8 @@ type Process struct {
 	Node   string `yaml:"node" json:"node"`
 }
 
-// Container configures the container execution mode. It is parsed and
-// validated now and used by the container backend.
+// Container configures the container execution mode (the container
+// backend's Options, and the limits container functions get by default).
 type Container struct {
 	// Runtime is the OCI runtime containerd runs containers with.
 	Runtime string `yaml:"runtime" json:"runtime"`
@@ -132,6 +132,15 @@ type Container struct {
 	BaseImage   string            `yaml:"base_image" json:"base_image"`
 	MemoryLimit function.Size     `yaml:"memory_limit" json:"memory_limit"`
 	CPULimit    function.MilliCPU `yaml:"cpu_limit" json:"cpu_limit"`
+	// Provisioned is how many started containers wait per Python or Node
+	// runtime for cold starts.
+	Provisioned int `yaml:"provisioned" json:"provisioned"`
+	// TmpSize is the size of each container's writable /tmp (tmpfs).
+	TmpSize function.Size `yaml:"tmp_size" json:"tmp_size"`
+	// UIDBase and UIDCount are the uids containers run as, one per live
+	// container; the range must not overlap process mode's.
+	UIDBase  int `yaml:"uid_base" json:"uid_base"`
+	UIDCount int `yaml:"uid_count" json:"uid_count"`
 }
 
 // Gateway configures the HTTP API.
@@ -242,6 +251,10 @@ func Default() Config {
 			BaseImage:   "",
 			MemoryLimit: 128 << 20,
 			CPULimit:    1000,
+			Provisioned: 2,
+			TmpSize:     64 << 20,
+			UIDBase:     300000,
+			UIDCount:    65536,
 		},
 		Gateway: Gateway{
 			Listen:            "127.0.0.1:8080",
@@ -262,8 +275,8 @@ func Default() Config {
 
 // Baseline returns the server-wide defaults for fields a function spec
 // leaves out: execution.default_mode, execution.warm_instance_ttl (as
-// keep_alive) and the process section's memory, cpu and pids limits.
-// The container section's limits are applied by the container backend.
+// keep_alive), the process section's memory, cpu and pids limits, and the
+// container section's memory and cpu limits for container functions.
 func (c Config) Baseline() function.Baseline {
 	ttl := c.Execution.WarmInstanceTTL.D()
 	return function.Baseline{
@@ -272,6 +285,9 @@ func (c Config) Baseline() function.Baseline {
 		CPU:       c.Process.CPULimit,
 		Pids:      c.Process.PidsLimit,
 		KeepAlive: &ttl,
+		PerMode: map[string]function.ModeLimits{
+			function.ModeContainer: {Memory: c.Container.MemoryLimit, CPU: c.Container.CPULimit},
+		},
 	}
 }
 

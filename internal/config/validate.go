@@ -51,6 +51,11 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	p, k := c.Process, c.Container
+	if p.UIDBase < k.UIDBase+k.UIDCount && k.UIDBase < p.UIDBase+p.UIDCount {
+		return bad("container.uid_base", "give process and container mode separate uid ranges (defaults: 200000 and 300000)",
+			"uids %d+%d overlap process mode's %d+%d", k.UIDBase, k.UIDCount, p.UIDBase, p.UIDCount)
+	}
 	return nil
 }
 
@@ -195,6 +200,16 @@ func (c *Container) validate() error {
 	}
 	if c.CPULimit <= 0 {
 		return bad("container.cpu_limit", "use a positive quantity like 500m or 1", "must be positive")
+	}
+	if c.Provisioned < 0 || c.Provisioned > 64 {
+		return bad("container.provisioned", "use a number of containers between 0 and 64", "%d is out of range", c.Provisioned)
+	}
+	if c.TmpSize < 1<<20 {
+		return bad("container.tmp_size", "use at least 1Mi", "%s is too small", c.TmpSize)
+	}
+	if c.UIDBase < 1000 || c.UIDCount < 1 || c.UIDBase+c.UIDCount > 1<<31-2 {
+		return bad("container.uid_base", "use a range above 1000 that holds no real users, like 300000 with uid_count 65536",
+			"uids %d+%d are not usable", c.UIDBase, c.UIDCount)
 	}
 	return nil
 }

@@ -69,7 +69,11 @@ type Spec struct {
 	MaxInstances  int      `yaml:"max_instances" json:"max_instances"`
 	Concurrency   int      `yaml:"concurrency" json:"concurrency"`
 	Network       string   `yaml:"network" json:"network"`
-	Environment   []string `yaml:"environment,omitempty" json:"environment,omitempty"`
+	Environment   EnvList  `yaml:"environment,omitempty" json:"environment,omitempty"`
+	// Image is the OCI image a container function runs on (a reference,
+	// "docker.io/library/python:3.11-slim", or an image imported with wisp
+	// image import); "" means the runtime's base image built locally.
+	Image         string   `yaml:"image,omitempty" json:"image,omitempty"`
 	Dependencies  []string `yaml:"dependencies,omitempty" json:"dependencies,omitempty"`
 	Deterministic bool     `yaml:"deterministic" json:"deterministic"`
 }
@@ -85,6 +89,31 @@ type Baseline struct {
 	CPU       MilliCPU
 	Pids      int
 	KeepAlive *time.Duration // nil: DefaultKeepAlive (0 is a valid keep-alive)
+	// PerMode replaces Memory and CPU for functions of one execution mode
+	// (the system config's container.memory_limit, container.cpu_limit).
+	PerMode map[string]ModeLimits
+}
+
+// ModeLimits are one execution mode's defaults for memory and CPU (zero:
+// the Baseline's).
+type ModeLimits struct {
+	Memory Size
+	CPU    MilliCPU
+}
+
+// forMode returns the baseline a function of mode gets.
+func (b Baseline) forMode(mode string) (Baseline, bool) {
+	l, ok := b.PerMode[mode]
+	if !ok {
+		return b, false
+	}
+	if l.Memory > 0 {
+		b.Memory = l.Memory
+	}
+	if l.CPU > 0 {
+		b.CPU = l.CPU
+	}
+	return b, true
 }
 
 // Defaults returns a spec holding the default of every optional field.
@@ -143,21 +172,41 @@ func Parse(data []byte, base Baseline) (*Spec, error) {
 			return nil, errdefs.Invalidf("check the YAML syntax", "function spec: %v", err)
 		}
 	}
-	s := Defaults(base)
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
-		var le *LineError
-		if errors.As(err, &le) {
-			for k, v := range probe {
-				if v.Line == le.Line {
-					return nil, errdefs.Invalidf("see the function spec reference in the README",
-						"field %s: %v", k, le.Err)
+	decode := func(base Baseline) (Spec, error) {
+		s := Defaults(base)
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
+			var le *LineError
+			if errors.As(err, &le) {
+				for k, v := range probe {
+					if v.Line == le.Line {
+						return s, errdefs.Invalidf("see the function spec reference in the README",
+							"field %s: %v", k, le.Err)
+					}
 				}
 			}
+			var te *yaml.TypeError
+			if errors.As(err, &te) {
+				if msg, ok := fieldTypeError(te, probe); ok {
+					return s, msg
+				}
+			}
+			return s, errdefs.Invalidf("see the function spec reference in the README for the accepted fields",
+				"function spec: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 		}
-		return nil, errdefs.Invalidf("see the function spec reference in the README for the accepted fields",
-			"function spec: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		return s, nil
+	}
+	s, err := decode(base)
+	if err != nil {
+		return nil, err
+	}
+	// A mode with defaults of its own: decode again over them, so that
+	// what the spec sets still wins.
+	if mb, ok := base.forMode(s.ExecutionMode); ok {
+		if s, err = decode(mb); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -167,12 +216,24 @@ func Parse(data []byte, base Baseline) (*Spec, error) {
 
 // ParseJSON decodes a JSON spec over the defaults and validates it.
 func ParseJSON(data []byte, base Baseline) (*Spec, error) {
-	s := Defaults(base)
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
-		return nil, errdefs.Invalidf("see the function spec reference in the README for the accepted fields",
-			"function spec: %v", err)
+	decode := func(base Baseline) (Spec, error) {
+		s := Defaults(base)
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&s); err != nil {
+			return s, errdefs.Invalidf("see the function spec reference in the README for the accepted fields",
+				"function spec: %v", err)
+		}
+		return s, nil
+	}
+	s, err := decode(base)
+	if err != nil {
+		return nil, err
+	}
+	if mb, ok := base.forMode(s.ExecutionMode); ok {
+		if s, err = decode(mb); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -184,6 +245,8 @@ var (
 	nameRE    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 	runtimeRE = regexp.MustCompile(`^(python3(\.[0-9]{1,2})?|node([0-9]{1,2})?|exec)$`)
 	envKeyRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// imageRE is the shape of an OCI image reference: [host[:port]/]path[:tag][@digest].
+	imageRE = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9]+:[a-f0-9]{32,})?$`)
 )
 
 // Family returns the runtime family of a runtime name: python3, node or exec.
@@ -249,6 +312,16 @@ func (s *Spec) Validate() error {
 	case NetworkNone, NetworkHost:
 	default:
 		return bad("network", "use none (loopback only) or host", "unknown network %q", s.Network)
+	}
+	if s.Image != "" {
+		switch {
+		case s.ExecutionMode != ModeContainer:
+			return bad("image", "set execution_mode: container, or remove image (process functions run on the host's runtimes)",
+				"only container functions run on an image")
+		case len(s.Image) > 255 || strings.ContainsAny(s.Image, " \t\n") || !imageRE.MatchString(s.Image):
+			return bad("image", "write an image reference like docker.io/library/python:3.11-slim or myimage:1.0",
+				"%q is not an image reference", s.Image)
+		}
 	}
 	for i, e := range s.Environment {
 		k, _, ok := strings.Cut(e, "=")

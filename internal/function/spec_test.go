@@ -55,6 +55,72 @@ func TestParseBaseline(t *testing.T) {
 	}
 }
 
+// A mode with limits of its own (container.memory_limit) gives them to
+// functions of that mode that set none; what a spec sets wins.
+func TestParseBaselinePerMode(t *testing.T) {
+	base := Baseline{Memory: 128 << 20, CPU: 1000, PerMode: map[string]ModeLimits{ModeContainer: {Memory: 256 << 20}}}
+	tests := []struct {
+		name, spec string
+		wantMem    Size
+		wantCPU    MilliCPU
+	}{
+		{"process keeps the baseline", "name: a\nruntime: exec\nhandler: cat\n", 128 << 20, 1000},
+		{"container gets its own", "name: a\nruntime: exec\nhandler: cat\nexecution_mode: container\n", 256 << 20, 1000},
+		{"spec wins", "name: a\nruntime: exec\nhandler: cat\nexecution_mode: container\nmemory: 64Mi\n", 64 << 20, 1000},
+		{"json too", `{"name":"a","runtime":"exec","handler":"cat","execution_mode":"container"}`, 256 << 20, 1000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parse := Parse
+			if strings.HasPrefix(tt.spec, "{") {
+				parse = ParseJSON
+			}
+			s, err := parse([]byte(tt.spec), base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Memory != tt.wantMem || s.CPU != tt.wantCPU {
+				t.Errorf("memory %s cpu %s, want %s %s", s.Memory, s.CPU, tt.wantMem, tt.wantCPU)
+			}
+		})
+	}
+}
+
+// environment is a list of NAME=value or, as OpenFaaS writes it, a mapping.
+func TestEnvironmentForms(t *testing.T) {
+	tests := []struct{ name, spec string }{
+		{"list", "name: a\nruntime: exec\nhandler: cat\nenvironment: [B=2, A=1]\n"},
+		{"mapping", "name: a\nruntime: exec\nhandler: cat\nenvironment:\n  B: \"2\"\n  A: 1\n"},
+		{"json list", `{"name":"a","runtime":"exec","handler":"cat","environment":["B=2","A=1"]}`},
+		{"json object", `{"name":"a","runtime":"exec","handler":"cat","environment":{"B":"2","A":"1"}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parse := Parse
+			if strings.HasPrefix(tt.spec, "{") {
+				parse = ParseJSON
+			}
+			s, err := parse([]byte(tt.spec), Baseline{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if env := s.Env(); env["A"] != "1" || env["B"] != "2" || len(env) != 2 {
+				t.Errorf("Env() = %v", env)
+			}
+		})
+	}
+}
+
+func TestImageReferences(t *testing.T) {
+	for _, ref := range []string{"python:3.11", "docker.io/library/python:3.11-slim", "localhost:5000/team/fn:v1",
+		"wisp.local/runtime/python3:abc", "alpine@sha256:" + strings.Repeat("a", 64)} {
+		spec := "name: a\nruntime: python3\nhandler: h.py\nexecution_mode: container\nimage: " + ref + "\n"
+		if _, err := Parse([]byte(spec), Baseline{}); err != nil {
+			t.Errorf("%s: %v", ref, err)
+		}
+	}
+}
+
 // Seed 003 §4.2's example loads as is.
 func TestParseSeedLayout(t *testing.T) {
 	seed := `
@@ -105,6 +171,11 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"unknown field", "name: a\nruntime: python3\nhandler: h.py\nmemroy: 1Gi\n", "memroy"},
 		{"max_instances", "name: a\nruntime: python3\nhandler: h.py\nmax_instances: 0\n", "field max_instances"},
 		{"concurrency", "name: a\nruntime: python3\nhandler: h.py\nconcurrency: -1\n", "field concurrency"},
+		{"env of numbers", "name: a\nruntime: python3\nhandler: h.py\nenvironment: 5\n", "field environment"},
+		{"env nested", "name: a\nruntime: python3\nhandler: h.py\nenvironment: {A: [1]}\n", "field environment"},
+		{"pids type", "name: a\nruntime: python3\nhandler: h.py\npids: many\n", "field pids"},
+		{"image on process", "name: a\nruntime: python3\nhandler: h.py\nimage: python:3.11\n", "field image"},
+		{"bad image", "name: a\nruntime: python3\nhandler: h.py\nexecution_mode: container\nimage: Not An Image\n", "field image"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

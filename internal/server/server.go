@@ -19,10 +19,12 @@ import (
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/config"
+	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/gateway"
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
+	"github.com/wisp-faas/wisp/internal/sandbox/container"
 	"github.com/wisp-faas/wisp/internal/sandbox/process"
 	"github.com/wisp-faas/wisp/internal/scheduler"
 	"github.com/wisp-faas/wisp/internal/store"
@@ -138,6 +140,37 @@ func Run(ctx context.Context, o Options) error {
 		modes[function.ModeProcess] = nil
 	}
 
+	cb, err := container.New(container.Options{
+		Address:   cfg.Container.Address,
+		Namespace: cfg.Container.Namespace,
+		Runtime:   cfg.Container.Runtime,
+		BaseImage: cfg.Container.BaseImage,
+		StateDir:  filepath.Join(dataDir, "container"),
+		TmpSize:   int64(cfg.Container.TmpSize),
+		Spares:    cfg.Container.Provisioned,
+		UIDBase:   cfg.Container.UIDBase,
+		UIDCount:  cfg.Container.UIDCount,
+		Launcher:  launcher,
+		Conn:      runtime.ConnOptions{LogLimit: int(cfg.Store.LogLimit)},
+		Log:       log.With("mode", function.ModeContainer),
+	})
+	if err == nil {
+		err = cb.Check(ctx)
+	}
+	if err != nil {
+		// Not fatal: the other modes serve, and container functions get
+		// this error (with its fix) when they are deployed.
+		log.Warn("container mode unavailable", "err", err, "hint", errdefs.Hint(err))
+		modes[function.ModeContainer] = err
+		cb = nil
+	} else {
+		if err := cb.Cleanup(ctx); err != nil {
+			log.Warn("clean up containers after an earlier run", "err", err)
+		}
+		backends[function.ModeContainer] = cb
+		modes[function.ModeContainer] = nil
+	}
+
 	metrics := telemetry.NewMetrics()
 	sched := scheduler.New(scheduler.Config{
 		MaxConcurrent:    cfg.Execution.MaxConcurrentFunctions,
@@ -223,6 +256,11 @@ func Run(ctx context.Context, o Options) error {
 		// run remains.
 		if err := pb.Destroy(context.Background()); err != nil {
 			errs = append(errs, fmt.Errorf("remove sandboxes: %w", err))
+		}
+	}
+	if cb != nil {
+		if err := cb.Destroy(context.Background()); err != nil {
+			errs = append(errs, fmt.Errorf("remove containers: %w", err))
 		}
 	}
 	log.Info("stopped: every sandbox removed")

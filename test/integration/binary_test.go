@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"os"
@@ -10,7 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
 	"github.com/wisp-faas/wisp/internal/client"
+	"github.com/wisp-faas/wisp/internal/config"
+	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/server"
 	"github.com/wisp-faas/wisp/internal/testenv"
 )
@@ -79,6 +84,37 @@ func startBinary(t *testing.T, bin, dataDir, cfgFile, addr string, extra ...stri
 }
 
 // countCgroups counts instance cgroups under root in every hierarchy.
+// liveSandboxes returns the ids of the sandboxes of a server with cfg that
+// exist now: cgroups in process mode, containerd containers in container
+// mode.
+func liveSandboxes(t *testing.T, cfg config.Config) map[string]bool {
+	t.Helper()
+	live := map[string]bool{}
+	if cfg.Execution.DefaultMode != function.ModeContainer {
+		v1, _ := filepath.Glob("/sys/fs/cgroup/*/" + cfg.Process.CgroupRoot + "/*")
+		v2, _ := filepath.Glob("/sys/fs/cgroup/" + cfg.Process.CgroupRoot + "/*")
+		for _, d := range append(v1, v2...) {
+			if st, err := os.Stat(d); err == nil && st.IsDir() {
+				live[filepath.Base(d)] = true
+			}
+		}
+		return live
+	}
+	c, err := containerd.New(cfg.Container.Address)
+	if err != nil {
+		t.Fatalf("connect to containerd: %v", err)
+	}
+	defer c.Close()
+	cs, err := c.Containers(namespaces.WithNamespace(context.Background(), cfg.Container.Namespace))
+	if err != nil {
+		t.Fatalf("list containers: %v", err)
+	}
+	for _, ct := range cs {
+		live[ct.ID()] = true
+	}
+	return live
+}
+
 func countCgroups(root string) int {
 	v1, _ := filepath.Glob("/sys/fs/cgroup/*/" + root + "/*")
 	v2, _ := filepath.Glob("/sys/fs/cgroup/" + root + "/*")

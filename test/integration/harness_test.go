@@ -17,8 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
 	"github.com/wisp-faas/wisp/internal/client"
 	"github.com/wisp-faas/wisp/internal/config"
+	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/sandbox/container"
 	"github.com/wisp-faas/wisp/internal/sandbox/process"
 	"github.com/wisp-faas/wisp/internal/server"
 	"github.com/wisp-faas/wisp/internal/store"
@@ -27,6 +31,7 @@ import (
 
 func TestMain(m *testing.M) {
 	process.MaybeRunInit()
+	container.MaybeRunInit()
 	os.Exit(m.Run())
 }
 
@@ -40,7 +45,12 @@ func requireSandboxes(t *testing.T) {
 }
 
 // modes lists the execution modes the suite runs against.
-func modes() []string { return []string{"process"} }
+func modes() []string { return []string{function.ModeProcess, function.ModeContainer} }
+
+// itNamespace is the containerd namespace of the suite's servers. They run
+// one after another and share it, so the runtime images are built once
+// (and kept between runs, as a user's would be).
+const itNamespace = "wisp-it"
 
 type harness struct {
 	t       *testing.T
@@ -61,6 +71,7 @@ func testConfig(t *testing.T, mode string) config.Config {
 	cfg.Gateway.Listen = "127.0.0.1:0"
 	cfg.Gateway.ShutdownTimeout = 10 * 1e9
 	cfg.Execution.DefaultMode = mode
+	cfg.Container.Namespace = itNamespace
 	cfg.Log.Level = "warn"
 	return cfg
 }
@@ -71,6 +82,9 @@ func testConfig(t *testing.T, mode string) config.Config {
 func startServer(t *testing.T, cfg config.Config, dataDir string) *harness {
 	t.Helper()
 	requireSandboxes(t)
+	if cfg.Execution.DefaultMode == function.ModeContainer {
+		testenv.RequireFile(t, cfg.Container.Address, "containerd runc (and start it: containerd &)")
+	}
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
@@ -117,6 +131,35 @@ func (h *harness) stop() {
 		h.t.Fatal("wisp serve did not stop within 60s")
 	}
 	assertNoLeftovers(h.t, h.cfg.Process.CgroupRoot)
+	if h.cfg.Execution.DefaultMode == function.ModeContainer {
+		assertNoContainers(h.t, h.cfg.Container)
+	}
+}
+
+// assertNoContainers checks that no container, task or cgroup of a stopped
+// server remains in its containerd namespace.
+func assertNoContainers(t *testing.T, cfg config.Container) {
+	t.Helper()
+	c, err := containerd.New(cfg.Address)
+	if err != nil {
+		t.Errorf("connect to containerd: %v", err)
+		return
+	}
+	defer c.Close()
+	ctx := namespaces.WithNamespace(context.Background(), cfg.Namespace)
+	cs, err := c.Containers(ctx)
+	if err != nil {
+		t.Errorf("list containers: %v", err)
+	}
+	for _, ct := range cs {
+		t.Errorf("container %s left behind after shutdown", ct.ID())
+	}
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + container.CgroupParentFor(cfg.Namespace) + "/*")
+	for _, d := range dirs {
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			t.Errorf("container cgroup %s left behind after shutdown", d)
+		}
+	}
 }
 
 // assertNoLeftovers checks no cgroup of this server remains under any

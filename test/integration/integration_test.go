@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/client"
+	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/store"
+	"github.com/wisp-faas/wisp/internal/testenv"
 )
 
 // probe is a Python function that reports what it can see and do from
@@ -453,76 +456,139 @@ func TestAPIErrors(t *testing.T) {
 }
 
 func TestRegistrySurvivesRestart(t *testing.T) {
-	cfg := testConfig(t, "process")
-	dir := t.TempDir()
-	h := startServer(t, cfg, dir)
-	h.mustDeploy(probe("keep", ""))
-	r := h.call("keep", "?op=pid", "")
-	wantStatus(t, r, 200)
-	h.stop()
+	for _, mode := range modes() {
+		t.Run(mode, func(t *testing.T) {
+			cfg := testConfig(t, mode)
+			dir := t.TempDir()
+			h := startServer(t, cfg, dir)
+			h.mustDeploy(probe("keep", ""))
+			r := h.call("keep", "?op=pid", "")
+			wantStatus(t, r, 200)
+			h.stop()
 
-	h2 := startServer(t, cfg, dir)
-	wantStatus(t, h2.call("keep", "?op=pid", ""), 200)
-	a, err := h2.c.Activation(context.Background(), r.ActivationID)
-	if err != nil || a.Function != "keep" {
-		t.Fatalf("activation from before the restart: %+v, %v", a, err)
+			h2 := startServer(t, cfg, dir)
+			wantStatus(t, h2.call("keep", "?op=pid", ""), 200)
+			a, err := h2.c.Activation(context.Background(), r.ActivationID)
+			if err != nil || a.Function != "keep" {
+				t.Fatalf("activation from before the restart: %+v, %v", a, err)
+			}
+		})
 	}
 }
 
 func TestRedeployKeepsCallsInFlight(t *testing.T) {
-	h := startServer(t, testConfig(t, "process"), "")
-	v1 := fn{spec: "name: rd\nruntime: python3\nhandler: h.py\n",
-		files: map[string]string{"h.py": "import time\ndef handle(req):\n    time.sleep(float(req.query.get('s', '0')))\n    return 'v1'\n"}}
-	h.mustDeploy(v1)
-	var wg sync.WaitGroup
-	var slow *client.Result
-	wg.Go(func() { slow = h.call("rd", "?s=1.5", "") })
-	time.Sleep(500 * time.Millisecond)
-	v2 := v1
-	v2.files = map[string]string{"h.py": "def handle(req):\n    return 'v2'\n"}
-	h.mustDeploy(v2)
-	if got := h.call("rd", "", ""); string(got.Body) != "v2" {
-		t.Fatalf("after redeploy got %q, want v2", got.Body)
-	}
-	wg.Wait()
-	if slow.Status != 200 || string(slow.Body) != "v1" {
-		t.Fatalf("call in flight during redeploy: HTTP %d %q; want 200 v1", slow.Status, slow.Body)
+	for _, mode := range modes() {
+		t.Run(mode, func(t *testing.T) {
+			h := startServer(t, testConfig(t, mode), "")
+			v1 := fn{spec: "name: rd\nruntime: python3\nhandler: h.py\n",
+				files: map[string]string{"h.py": "import time\ndef handle(req):\n    time.sleep(float(req.query.get('s', '0')))\n    return 'v1'\n"}}
+			h.mustDeploy(v1)
+			var wg sync.WaitGroup
+			var slow *client.Result
+			wg.Go(func() { slow = h.call("rd", "?s=1.5", "") })
+			time.Sleep(500 * time.Millisecond)
+			v2 := v1
+			v2.files = map[string]string{"h.py": "def handle(req):\n    return 'v2'\n"}
+			h.mustDeploy(v2)
+			if got := h.call("rd", "", ""); string(got.Body) != "v2" {
+				t.Fatalf("after redeploy got %q, want v2", got.Body)
+			}
+			wg.Wait()
+			if slow.Status != 200 || string(slow.Body) != "v1" {
+				t.Fatalf("call in flight during redeploy: HTTP %d %q; want 200 v1", slow.Status, slow.Body)
+			}
+		})
 	}
 }
 
 func TestCrashRecoveryCleansOrphans(t *testing.T) {
 	// A sandbox left by a run that died (kill -9) is removed by the next
-	// start: simulate by starting instances, then abandoning the server
-	// without shutdown, and starting a new one with the same cgroup root.
-	cfg := testConfig(t, "process")
-	bin := buildWisp(t)
-	dir := t.TempDir()
-	cfgFile := filepath.Join(t.TempDir(), "wisp.yaml")
-	os.WriteFile(cfgFile, []byte(fmt.Sprintf("process:\n  cgroup_root: %s\nlog:\n  level: warn\n", cfg.Process.CgroupRoot)), 0o644)
-	port := freePort(t)
-	srv := startBinary(t, bin, dir, cfgFile, port)
-	c := client.New("http://"+port, "", 4)
-	h := &harness{t: t, c: c, url: "http://" + port, dataDir: dir, cfg: cfg}
-	h.mustDeploy(probe("orphan", ""))
-	wantStatus(t, h.call("orphan", "?op=pid", ""), 200)
-	if n := countCgroups(cfg.Process.CgroupRoot); n == 0 {
-		t.Fatal("no cgroup for the running instance")
+	// start: start an instance, kill the server without shutdown, and
+	// start a new one on the same data directory and configuration.
+	for _, mode := range modes() {
+		t.Run(mode, func(t *testing.T) {
+			cfg := testConfig(t, mode)
+			if mode == function.ModeContainer {
+				testenv.RequireFile(t, cfg.Container.Address, "containerd runc (and start it: containerd &)")
+			}
+			bin := buildWisp(t)
+			dir := t.TempDir()
+			cfgFile := filepath.Join(t.TempDir(), "wisp.yaml")
+			os.WriteFile(cfgFile, []byte(fmt.Sprintf("execution:\n  default_mode: %s\nprocess:\n  cgroup_root: %s\ncontainer:\n  namespace: %s\nlog:\n  level: warn\n",
+				mode, cfg.Process.CgroupRoot, cfg.Container.Namespace)), 0o644)
+			port := freePort(t)
+			srv := startBinary(t, bin, dir, cfgFile, port)
+			c := client.New("http://"+port, "", 4)
+			h := &harness{t: t, c: c, url: "http://" + port, dataDir: dir, cfg: cfg}
+			h.mustDeploy(probe("orphan", ""))
+			wantStatus(t, h.call("orphan", "?op=pid", ""), 200)
+			orphans := liveSandboxes(t, cfg)
+			if len(orphans) == 0 {
+				t.Fatal("no sandbox found for the running instance")
+			}
+			srv.Process.Kill() // kill -9: no cleanup
+			srv.Wait()
+			// The next start cleans up what the crashed run left.
+			srv2 := startBinary(t, bin, dir, cfgFile, port)
+			defer func() {
+				srv2.Process.Signal(syscall.SIGTERM)
+				srv2.Wait()
+				assertNoLeftovers(t, cfg.Process.CgroupRoot)
+				if mode == function.ModeContainer {
+					assertNoContainers(t, cfg.Container)
+				}
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				left := 0
+				live := liveSandboxes(t, cfg)
+				for id := range orphans {
+					if live[id] {
+						left++
+					}
+				}
+				if left == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d sandboxes of the killed run remain after restart", left)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			wantStatus(t, h.call("orphan", "?op=pid", ""), 200)
+		})
 	}
-	srv.Process.Kill() // kill -9: no cleanup
-	srv.Wait()
-	// The next start cleans up what the crashed run left.
-	srv2 := startBinary(t, bin, dir, cfgFile, port)
-	defer func() {
-		srv2.Process.Signal(syscall.SIGTERM)
-		srv2.Wait()
-		assertNoLeftovers(t, cfg.Process.CgroupRoot)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for countCgroups(cfg.Process.CgroupRoot) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("orphan cgroups of the killed run remain after restart")
-		}
-		time.Sleep(50 * time.Millisecond)
+}
+
+// Without containerd, the server still starts: process functions serve,
+// a container function's deploy is a 503 that says how to fix it, and
+// /healthz names the reason.
+func TestContainerModeUnavailable(t *testing.T) {
+	cfg := testConfig(t, function.ModeProcess)
+	cfg.Container.Address = filepath.Join(t.TempDir(), "no-containerd.sock")
+	h := startServer(t, cfg, "")
+	h.mustDeploy(probe("still-here", ""))
+	wantStatus(t, h.call("still-here", "?op=pid", ""), 200)
+
+	err := h.deploy(fn{spec: "name: boxed\nruntime: python3\nhandler: h.py\nexecution_mode: container\n",
+		files: map[string]string{"h.py": "def handle(req):\n    return 'x'\n"}})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable {
+		t.Fatalf("deploy of a container function without containerd: %v; want HTTP 503", err)
 	}
-	wantStatus(t, h.call("orphan", "?op=pid", ""), 200)
+	if !strings.Contains(ce.Error(), "containerd") || !strings.Contains(ce.Hint, "apt-get install containerd") {
+		t.Fatalf("error %q (hint %q) does not say how to get containerd", ce.Error(), ce.Hint)
+	}
+	if _, err := h.c.Get(context.Background(), "boxed"); err == nil {
+		t.Fatal("the refused function was stored")
+	}
+	res, err := http.Get(h.url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if !bytes.Contains(body, []byte(`"container":`)) || !bytes.Contains(body, []byte("containerd")) {
+		t.Fatalf("/healthz does not explain container mode: %s", body)
+	}
 }

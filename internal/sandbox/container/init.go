@@ -1,0 +1,235 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wisp-faas/wisp/internal/runtime"
+)
+
+// InitArg is the hidden first argument that turns the wisp binary into a
+// container's entry shim. The backend mounts the binary at /wisp/init and
+// starts every container with it; MaybeRunInit looks for it.
+const InitArg = "__wisp-container-init"
+
+// Paths inside every container.
+const (
+	shimPath    = runtime.SandboxRuntimeDir + "/init" // the wisp binary, read-only
+	channelDir  = "/run/wisp"                         // the instance directory, read-only
+	channelSock = channelDir + "/chan"                // the worker's listening socket
+)
+
+// shimConfig is what the shim does once the channel is connected: exec
+// Argv (python and node hosts), or serve Exec itself (exec functions).
+type shimConfig struct {
+	Argv []string            `json:"argv,omitempty"`
+	Exec *runtime.ExecConfig `json:"exec,omitempty"`
+}
+
+// MaybeRunInit runs the container entry shim and never returns when this
+// process was started as one (os.Args[1] == InitArg); otherwise it returns
+// at once. Call it first thing in main, and in TestMain of every test
+// binary that starts containers.
+func MaybeRunInit() {
+	if len(os.Args) < 3 || os.Args[1] != InitArg {
+		return
+	}
+	os.Exit(runShim(os.Args[2]))
+}
+
+// runShim connects the channel and runs the runtime host. containerd
+// gives a task only stdio, so the channel travels over the instance's unix
+// socket, bind-mounted at /run/wisp: two connections, made in order, are
+// the host's fd 3 (requests) and fd 4 (responses), exactly the pipes
+// process mode hands its hosts.
+//
+// The shim stays PID 1 of the container, like an init: it forks the host
+// (the Go runtime's own descriptors may sit at 3 and 4, so they cannot be
+// rearranged in this process before an exec; the child does it between
+// fork and exec), forwards termination signals to it, reaps orphans, and
+// exits with the host's status. Exec functions are served by the shim
+// itself.
+func runShim(arg string) int {
+	var cfg shimConfig
+	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "wisp container init: bad configuration: %v\n", err)
+		return 2
+	}
+	var fds [2]int
+	for i := range fds {
+		s, err := dialChannel()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "wisp container init: connect channel %d: %v\n", i, err)
+			return 1
+		}
+		fds[i] = s
+	}
+	// Half-close the directions nobody uses: fd 3 is never written, fd 4
+	// never read.
+	_ = unix.Shutdown(fds[0], unix.SHUT_WR)
+	_ = unix.Shutdown(fds[1], unix.SHUT_RD)
+	if cfg.Exec != nil {
+		return serveExec(cfg.Exec, fds)
+	}
+	if len(cfg.Argv) == 0 {
+		fmt.Fprintln(os.Stderr, "wisp container init: nothing to run")
+		return 2
+	}
+	return runHost(cfg.Argv, fds)
+}
+
+// runHost forks the host with the channel at fd 3 and 4 and waits for it.
+func runHost(argv []string, fds [2]int) int {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGCHLD)
+	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
+		Env:   os.Environ(),
+		Files: []uintptr{0, 1, 2, uintptr(fds[0]), uintptr(fds[1])},
+	})
+	// Only the host holds the channel from now on: its death is the
+	// worker's end of file.
+	unix.Close(fds[0])
+	unix.Close(fds[1])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wisp container init: start %s: %v\n", argv[0], err)
+		return 1
+	}
+	for {
+		for {
+			var ws unix.WaitStatus
+			p, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || p <= 0 {
+				break
+			}
+			if p != pid {
+				continue // an orphan the host left
+			}
+			if ws.Signaled() {
+				return 128 + int(ws.Signal())
+			}
+			return ws.ExitStatus()
+		}
+		if sig := <-sigs; sig != syscall.SIGCHLD {
+			_ = syscall.Kill(pid, sig.(syscall.Signal))
+		}
+	}
+}
+
+// dialChannel connects to the worker's socket and returns the raw
+// descriptor.
+func dialChannel() (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: channelSock}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// serveExec keeps the shim resident as the exec runtime host, PID 1 of the
+// container, reaping the orphans handlers leave.
+func serveExec(cfg *runtime.ExecConfig, fds [2]int) int {
+	// The channel is the shim's alone: a handler that inherited it could
+	// read other calls' requests or forge their responses.
+	unix.CloseOnExec(fds[0])
+	unix.CloseOnExec(fds[1])
+	// Out of reach of the handlers it runs (same uid): no /proc/1/mem.
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	stop := reapOrphans()
+	defer stop()
+	in := os.NewFile(uintptr(fds[0]), "request")
+	out := os.NewFile(uintptr(fds[1]), "response")
+	if err := runtime.ServeExec(context.Background(), in, out, *cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "wisp exec host: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// reapOrphans reaps zombies PID 1 inherits (a handler's background
+// children), leaving the handlers themselves to os/exec: only processes
+// that are not process-group leaders of their own are reaped.
+func reapOrphans() (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGCHLD)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ch:
+			case <-t.C:
+			}
+			reapOnce()
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}
+
+func reapOnce() {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	self := os.Getpid()
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == self {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 3 || f[0] != "Z" {
+			continue
+		}
+		var ppid, pgrp int
+		fmt.Sscanf(f[1], "%d", &ppid)
+		fmt.Sscanf(f[2], "%d", &pgrp)
+		if ppid != self || pgrp == pid {
+			continue // not ours, or a handler os/exec waits for
+		}
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+	}
+}
+
+// listenChannel makes the instance's socket in dir, connectable by the
+// container's uid only through its bind mount.
+func listenChannel(dir string) (*net.UnixListener, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: dir + "/chan", Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("channel socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(dir+"/chan", 0o666); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("channel socket: %w", err)
+	}
+	return ln, nil
+}

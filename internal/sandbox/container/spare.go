@@ -1,0 +1,338 @@
+package container
+
+// Spare containers.
+//
+// Most of a container's cold start is spent before the function matters:
+// the snapshot view and container record, containerd's shim, runc create
+// and start, the shim's Go start-up, and the interpreter. A spare is all of
+// that done ahead of demand: a container (own namespaces, cgroup, uid,
+// read-only root, private /tmp, seccomp profile) whose Python or Node host
+// has started and waits (runtime.WaitCommand), with an empty stage
+// directory of its own bind-mounted read-only at /code.
+//
+// Claiming a spare for a function: hard-link the function's code into the
+// stage directory (the container sees it at once through its bind mount),
+// write the function's limits into the container's cgroup, and send the
+// host one load frame (handler, environment). The host imports the handler
+// and says ready. A spare serves exactly one instance of one function and
+// is removed with it.
+//
+// Spares exist for Python and Node functions with network none that run on
+// the locally built base image and have at least twice Options.TmpSize of
+// memory (the /tmp tmpfs is sized when the container is made). A runtime's
+// spares are made once a function of that runtime has started (or Prepare
+// was called for it), and replaced in the background as they are claimed.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/runtime"
+	"github.com/wisp-faas/wisp/internal/sandbox"
+	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
+)
+
+// spare is one waiting container and the stage directory at its /code.
+type spare struct {
+	*created
+	stage string
+}
+
+func (s *spare) discard(b *Backend) {
+	s.destroy(b)
+	_ = os.RemoveAll(s.stage)
+}
+
+// spareSet holds the spares of a backend by runtime name. mu guards all.
+type spareSet struct {
+	mu      sync.Mutex
+	ready   map[string][]*spare
+	pending map[string]int
+	closed  bool
+	wg      sync.WaitGroup
+	// added is closed (and replaced) whenever a spare becomes ready or a
+	// provisioning attempt ends, to wake claims waiting for one.
+	added chan struct{}
+}
+
+func (ss *spareSet) notifyLocked() {
+	if ss.added != nil {
+		close(ss.added)
+	}
+	ss.added = make(chan struct{})
+}
+
+func (ss *spareSet) closeAll(b *Backend) {
+	ss.mu.Lock()
+	ss.closed = true
+	var all []*spare
+	for _, l := range ss.ready {
+		all = append(all, l...)
+	}
+	ss.ready = nil
+	ss.mu.Unlock()
+	ss.wg.Wait() // provisioning in flight sees closed and discards its spare
+	for _, s := range all {
+		s.discard(b)
+	}
+}
+
+// spareRuntime reports whether runtime rt gets spares at all.
+func (b *Backend) spareRuntime(rt string) bool {
+	fam := function.Family(rt)
+	return b.opts.Spares > 0 && b.opts.BaseImage == "" && (fam == function.RuntimePython || fam == function.RuntimeNode)
+}
+
+// fits reports whether a spare can serve spec.
+func (b *Backend) fits(spec *function.Spec) bool {
+	return b.spareRuntime(spec.Runtime) && spec.Image == "" && spec.Network != function.NetworkHost && int64(spec.Memory) >= 2*b.opts.TmpSize
+}
+
+// claim takes a live spare for runtime rt and asks for a replacement. When
+// none is ready but one is being made, it waits for that one (bounded by
+// ctx). It returns nil when rt has no spare coming.
+func (b *Backend) claim(ctx context.Context, rt string) *spare {
+	ss := &b.spares
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for !ss.closed {
+		for len(ss.ready[rt]) > 0 {
+			l := ss.ready[rt]
+			s := l[len(l)-1]
+			ss.ready[rt] = l[:len(l)-1]
+			if s.exited() {
+				go s.discard(b)
+				continue
+			}
+			b.replenishLocked(rt)
+			return s
+		}
+		pending := ss.pending[rt]
+		b.replenishLocked(rt)
+		if pending == 0 {
+			return nil
+		}
+		added := ss.added
+		ss.mu.Unlock()
+		select {
+		case <-added:
+		case <-ctx.Done():
+			ss.mu.Lock()
+			return nil
+		}
+		ss.mu.Lock()
+	}
+	return nil
+}
+
+// exited reports whether the spare's task has exited (died idle).
+func (s *spare) exited() bool {
+	select {
+	case <-s.exit:
+		return true
+	default:
+		return false
+	}
+}
+
+// replenishLocked starts provisioning until rt has Spares spares ready or
+// on the way. Called with spares.mu held.
+func (b *Backend) replenishLocked(rt string) {
+	ss := &b.spares
+	if ss.ready == nil {
+		ss.ready = map[string][]*spare{}
+		ss.pending = map[string]int{}
+		ss.added = make(chan struct{})
+	}
+	for !ss.closed && len(ss.ready[rt])+ss.pending[rt] < b.opts.Spares {
+		ss.pending[rt]++
+		ss.wg.Add(1)
+		go func() {
+			defer ss.wg.Done()
+			s, err := b.provision(rt)
+			ss.mu.Lock()
+			ss.pending[rt]--
+			if err == nil && !ss.closed {
+				ss.ready[rt] = append(ss.ready[rt], s)
+				s = nil
+			}
+			ss.notifyLocked()
+			ss.mu.Unlock()
+			if err != nil {
+				b.log.Warn("make a spare container", "runtime", rt, "err", err)
+			}
+			if s != nil {
+				s.discard(b)
+			}
+		}()
+	}
+}
+
+// provision makes one spare for runtime rt.
+func (b *Backend) provision(rt string) (*spare, error) {
+	ctx, cancel := context.WithTimeout(b.nsCtx(context.Background()), 60*time.Second)
+	defer cancel()
+	argv, err := b.opts.Launcher.WaitCommand(rt, runtime.SandboxRuntimeDir)
+	if err != nil || argv == nil {
+		return nil, fmt.Errorf("runtime %s: no waiting host: %w", rt, err)
+	}
+	id := "spare-" + strconv.FormatUint(b.seq.Add(1), 10) + "-" + strconv.Itoa(os.Getpid())
+	stage := filepath.Join(b.opts.StateDir, "stage", id)
+	fail := func(err error) (*spare, error) {
+		_ = os.RemoveAll(stage)
+		return nil, fmt.Errorf("provision %s: %w", id, err)
+	}
+	if err := os.MkdirAll(stage, 0o755); err != nil {
+		return fail(err)
+	}
+	if err := os.Chmod(stage, 0o755); err != nil {
+		return fail(err)
+	}
+	if err := os.Chmod(filepath.Dir(stage), 0o711); err != nil {
+		return fail(err)
+	}
+	c, err := b.create(ctx, params{
+		id:      id,
+		runtime: rt,
+		network: function.NetworkNone,
+		shim:    shimConfig{Argv: argv},
+		env:     runtime.BaseEnv(),
+		codeDir: stage,
+		tmpSize: b.opts.TmpSize,
+		attrs:   []slog.Attr{slog.String("instance", id)},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	s := &spare{created: c, stage: stage}
+	idle := make(chan error, 1)
+	go func() { _, err := runtime.ReadIdle(c.respR); idle <- err }()
+	select {
+	case err = <-idle:
+	case <-ctx.Done():
+		c.respR.Close()
+		<-idle
+		err = ctx.Err()
+	}
+	if err != nil {
+		if last := c.tail.lastLine(); last != "" {
+			err = fmt.Errorf("%w (its last output: %s)", err, last)
+		}
+		s.discard(b)
+		return nil, fmt.Errorf("provision %s: %w", id, err)
+	}
+	return s, nil
+}
+
+// startFromSpare starts an instance of opts' function in a spare. It
+// returns (nil, nil) when no spare fits or is ready, so the caller makes a
+// container on demand.
+func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions) (sandbox.Instance, error) {
+	spec := opts.Spec
+	if !b.fits(spec) {
+		return nil, nil
+	}
+	start := time.Now()
+	s := b.claim(ctx, spec.Runtime)
+	if s == nil {
+		return nil, nil
+	}
+	discard := func(err error) (sandbox.Instance, error) {
+		s.discard(b)
+		b.log.Warn("spare container unusable; starting one on demand", "container", s.id, "err", err)
+		return nil, nil
+	}
+	if err := linkTree(opts.CodeDir, s.stage); err != nil {
+		return discard(fmt.Errorf("stage code: %w", err))
+	}
+	lim := cgroup.Limits{MemoryBytes: int64(spec.Memory), MilliCPU: int64(spec.CPU), Pids: int64(spec.Pids)}
+	if err := s.group.SetLimits(lim); err != nil {
+		return discard(err)
+	}
+	load := runtime.Load{CodeDir: runtime.SandboxCodeDir, Handler: spec.Handler,
+		Env: runtime.EnvMap(runtime.HostEnv(spec, b.opts.Conn.LogLimit))}
+	if err := runtime.SendLoad(s.reqW, load); err != nil {
+		return discard(err)
+	}
+	spareID := s.id
+	inst, ready, err := b.newInstance(ctx, opts.ID, spec, s.created)
+	if err != nil {
+		_ = os.RemoveAll(s.stage)
+		return nil, err
+	}
+	inst.stage = s.stage
+	inst.stages = Stages{Spare: true, HostInit: time.Duration(ready.InitMS * float64(time.Millisecond)), Total: time.Since(start)}
+	b.log.Debug("instance started from a spare container", slog.String("function", spec.Name),
+		slog.String("instance", opts.ID), slog.String("container", spareID), slog.Any("stages", inst.stages))
+	return inst, nil
+}
+
+// linkTree recreates src's tree under dst with hard links to src's files
+// (copies where src and dst are on different file systems). The code store
+// keeps files root-owned and read-only to sandboxes, so sharing inodes
+// shares nothing writable.
+func linkTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			if rel == "." {
+				return nil
+			}
+			return os.Mkdir(target, 0o755)
+		case d.Type()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case d.Type().IsRegular():
+			err := os.Link(p, target)
+			if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) {
+				return copyFile(p, target)
+			}
+			return err
+		default:
+			return nil // the store admits no other kinds
+		}
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, st.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
