@@ -21,6 +21,7 @@ const (
 	HeaderActivationID = "X-Wisp-Activation-Id"
 	HeaderColdStart    = "X-Wisp-Cold-Start"
 	HeaderDurationMs   = "X-Wisp-Duration-Ms"
+	HeaderInitMs       = "X-Wisp-Init-Ms"
 )
 
 // Activation statuses.
@@ -130,8 +131,21 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, t *scheduler.Ta
 		}
 		if res.Cold {
 			act.Timings["start_ms"] = ms(res.Timings.Start)
+			if st := res.Timings.Stages; st != nil {
+				act.Timings["sandbox_ms"] = ms(st.Sandbox)
+				act.Timings["runtime_ms"] = ms(st.Runtime)
+				act.Timings["import_ms"] = ms(st.Import)
+				g.metrics.ColdStartStages(name, t.Spec.ExecutionMode, st.Provisioned, st.Sandbox, st.Runtime, st.Import)
+			}
 		}
 	}
+	// X-Wisp-Init-Ms: what this call paid for an instance's start (0 when
+	// it was served warm), as OpenWhisk's initTime.
+	initMs := "0"
+	if cold && res != nil {
+		initMs = fmtMs(res.Timings.Start)
+	}
+	h.Set(HeaderInitMs, initMs)
 
 	status := http.StatusOK
 	var resp *sandbox.Response
@@ -180,6 +194,7 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, t *scheduler.Ta
 		}
 		h.Set(HeaderActivationID, id)
 		h.Set(HeaderColdStart, strconv.FormatBool(cold))
+		h.Set(HeaderInitMs, initMs)
 		if h.Get("Content-Type") == "" {
 			h.Set("Content-Type", "application/octet-stream")
 		}

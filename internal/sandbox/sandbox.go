@@ -90,3 +90,26 @@ type Usage struct {
 	MemoryPeak  int64 // high-water mark
 	OOMKills    int
 }
+
+// StartStages is where an instance's start went, for the cold-start
+// breakdown of the call that waited for it.
+type StartStages struct {
+	// Sandbox is making the isolation (namespaces or container, cgroup,
+	// mounts, uid) or, from a pre-provisioned one, claiming it and staging
+	// the code and limits into it.
+	Sandbox time.Duration
+	// Runtime is the interpreter's start-up before the runtime host runs
+	// (0 for pre-provisioned sandboxes, whose host started ahead of demand).
+	Runtime time.Duration
+	// Import is the host's own account of loading the handler (module
+	// import and the host's set-up).
+	Import time.Duration
+	// Provisioned says the sandbox was made ahead of demand.
+	Provisioned bool
+}
+
+// StageReporter is implemented by instances that know how their start was
+// spent.
+type StageReporter interface {
+	StartStages() StartStages
+}

@@ -48,7 +48,10 @@ type Target struct {
 type Timings struct {
 	Queue time.Duration // waiting for a free instance (includes a cold start it waited for)
 	Start time.Duration // creating the instance that served the call, if it was cold
-	Exec  time.Duration // the call inside the instance
+	// Stages break Start down, when the call was cold and the backend
+	// reports them (sandbox.StageReporter).
+	Stages *sandbox.StartStages
+	Exec   time.Duration // the call inside the instance
 }
 
 // Result is the outcome of a call that reached an instance.
@@ -157,6 +160,10 @@ func (s *Scheduler) Invoke(ctx context.Context, t *Target, req *sandbox.Request)
 	res.Timings.Queue = time.Since(arrived)
 	if l.cold {
 		res.Timings.Start = l.inst.startDur
+		if r, ok := l.inst.inst.(sandbox.StageReporter); ok {
+			st := r.StartStages()
+			res.Timings.Stages = &st
+		}
 	}
 	execStart := time.Now()
 	resp, err := l.inst.inst.Invoke(ctx, req)

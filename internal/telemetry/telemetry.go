@@ -44,6 +44,7 @@ type Metrics struct {
 	invocations   *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	coldStart     *prometheus.HistogramVec
+	coldStages    *prometheus.HistogramVec
 	instanceStart *prometheus.CounterVec
 	instances     *prometheus.GaugeVec
 	stopped       *prometheus.CounterVec
@@ -75,6 +76,12 @@ func NewMetrics() *Metrics {
 		Help:    "Time to create an instance and load its handler, by function and execution mode.",
 		Buckets: latencyBuckets,
 	}, []string{"function", "mode"})
+	m.coldStages = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "wisp_cold_start_stage_seconds",
+		Help: "Where the cold starts that calls waited for went, by function, execution mode, stage (sandbox, runtime, import) " +
+			"and whether the sandbox was pre-provisioned (true, false).",
+		Buckets: latencyBuckets,
+	}, []string{"function", "mode", "stage", "provisioned"})
 	m.instanceStart = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wisp_instance_starts_total",
 		Help: "Instance starts by function, mode and result (ok, error).",
@@ -100,7 +107,7 @@ func NewMetrics() *Metrics {
 		Name: "gateway_service_count",
 		Help: "OpenFaaS-compatible: ready instances by function_name.",
 	}, []string{"function_name"})
-	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.instanceStart, m.stopped, m.instances,
+	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.coldStages, m.instanceStart, m.stopped, m.instances,
 		m.ofInvocations, m.ofSeconds, m.ofReplicas,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -126,6 +133,14 @@ func (m *Metrics) Invocation(function, status string, cold bool, code int, d tim
 	c := strconv.Itoa(code)
 	m.ofInvocations.WithLabelValues(function, c).Inc()
 	m.ofSeconds.WithLabelValues(function, c).Observe(sec)
+}
+
+// ColdStartStages records the breakdown of one cold start a call waited for.
+func (m *Metrics) ColdStartStages(function, mode string, provisioned bool, sandbox, runtime, imp time.Duration) {
+	p := strconv.FormatBool(provisioned)
+	m.coldStages.WithLabelValues(function, mode, "sandbox", p).Observe(sandbox.Seconds())
+	m.coldStages.WithLabelValues(function, mode, "runtime", p).Observe(runtime.Seconds())
+	m.coldStages.WithLabelValues(function, mode, "import", p).Observe(imp.Seconds())
 }
 
 // InstanceStarted records an instance start attempt.

@@ -50,6 +50,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.InstanceStarted("hello", "process", time.Millisecond, errors.New("boom"))
 	m.InstanceStopped("hello", "keep_alive")
 	m.InstancesChanged("hello", 0, 2, 1)
+	m.ColdStartStages("hello", "process", true, 2*time.Millisecond, 0, 5*time.Millisecond)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -60,6 +61,8 @@ func TestMetricsExposition(t *testing.T) {
 		`wisp_invocations_total{function="hello",start="warm",status="timeout"} 1`,
 		`wisp_invocation_duration_seconds_count{function="hello",start="warm"} 2`,
 		`wisp_cold_start_seconds_count{function="hello",mode="process"} 1`,
+		`wisp_cold_start_stage_seconds_count{function="hello",mode="process",provisioned="true",stage="import"} 1`,
+		`wisp_cold_start_stage_seconds_sum{function="hello",mode="process",provisioned="true",stage="sandbox"} 0.002`,
 		`wisp_instance_starts_total{function="hello",mode="process",result="error"} 1`,
 		`wisp_instance_stops_total{function="hello",reason="keep_alive"} 1`,
 		`wisp_instances{function="hello",state="idle"} 2`,

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -199,6 +200,25 @@ func TestWarmReuseAndKeepAliveZero(t *testing.T) {
 			a2, _ := h.c.Activation(ctx, r2.ActivationID)
 			if a1.InstanceID == "" || a1.InstanceID != a2.InstanceID {
 				t.Fatalf("warm call ran on instance %q, first on %q", a2.InstanceID, a1.InstanceID)
+			}
+			// The cold call's breakdown: in its record and as X-Wisp-Init-Ms.
+			if ms, err := strconv.ParseFloat(r1.Header.Get("X-Wisp-Init-Ms"), 64); err != nil || ms <= 0 {
+				t.Errorf("cold call X-Wisp-Init-Ms = %q; want the start's milliseconds", r1.Header.Get("X-Wisp-Init-Ms"))
+			}
+			if got := r2.Header.Get("X-Wisp-Init-Ms"); got != "0" {
+				t.Errorf("warm call X-Wisp-Init-Ms = %q; want 0", got)
+			}
+			for _, k := range []string{"queue_ms", "start_ms", "sandbox_ms", "runtime_ms", "import_ms", "exec_ms"} {
+				if _, ok := a1.Timings[k]; !ok {
+					t.Errorf("cold activation timings %v lack %s", a1.Timings, k)
+				}
+			}
+			if a1.Timings["sandbox_ms"] <= 0 || a1.Timings["import_ms"] <= 0 ||
+				a1.Timings["sandbox_ms"]+a1.Timings["runtime_ms"]+a1.Timings["import_ms"] > a1.Timings["start_ms"]+1 {
+				t.Errorf("cold start stages %v do not add up within start_ms", a1.Timings)
+			}
+			if _, ok := a2.Timings["sandbox_ms"]; ok {
+				t.Errorf("warm activation has start stages: %v", a2.Timings)
 			}
 
 			seen := map[string]bool{}

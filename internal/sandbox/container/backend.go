@@ -616,6 +616,7 @@ type Stages struct {
 	HostInit  time.Duration // the host's own account of its start-up and handler import
 	Total     time.Duration // Start's whole time
 	Spare     bool          // served by a spare container
+	Staged    time.Duration // spare only: claiming it, staging the code, setting the limits
 }
 
 // created is a started container whose shim has connected its channel.

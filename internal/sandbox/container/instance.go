@@ -85,6 +85,19 @@ func (i *instance) watch() {
 
 func (i *instance) ID() string { return i.id }
 
+// StartStages maps the container's start stages onto the common breakdown.
+func (i *instance) StartStages() sandbox.StartStages {
+	st := i.stages
+	if st.Spare {
+		return sandbox.StartStages{Sandbox: st.Staged, Import: max(st.Total-st.Staged, st.HostInit), Provisioned: true}
+	}
+	return sandbox.StartStages{
+		Sandbox: st.Image + st.Container + st.Task + st.Start + st.Connect,
+		Runtime: max(st.Ready-st.HostInit, 0),
+		Import:  st.HostInit,
+	}
+}
+
 func (i *instance) Done() <-chan struct{} { return i.done }
 
 // Invoke sends one call over the channel. A call whose ctx ends kills the

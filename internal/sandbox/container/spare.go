@@ -266,13 +266,15 @@ func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions)
 		return discard(err)
 	}
 	spareID := s.id
+	staged := time.Since(start)
 	inst, ready, err := b.newInstance(ctx, opts.ID, spec, s.created)
 	if err != nil {
 		_ = os.RemoveAll(s.stage)
 		return nil, err
 	}
 	inst.stage = s.stage
-	inst.stages = Stages{Spare: true, HostInit: time.Duration(ready.InitMS * float64(time.Millisecond)), Total: time.Since(start)}
+	inst.stages = Stages{Spare: true, Staged: staged, HostInit: time.Duration(ready.InitMS * float64(time.Millisecond)),
+		Total: time.Since(start)}
 	b.log.Debug("instance started from a spare container", slog.String("function", spec.Name),
 		slog.String("instance", opts.ID), slog.String("container", spareID), slog.Any("stages", inst.stages))
 	return inst, nil

@@ -327,6 +327,9 @@ func (b *Backend) Start(ctx context.Context, opts sandbox.StartOptions) (sandbox
 	if err != nil {
 		return fail(err)
 	}
+	hostInit := time.Duration(ready.InitMS * float64(time.Millisecond))
+	inst.stages = sandbox.StartStages{Sandbox: spawned, Import: hostInit,
+		Runtime: max(time.Since(start)-spawned-hostInit, 0)}
 	b.log.DebugContext(ctx, "instance started", slog.String("function", spec.Name), slog.String("instance", opts.ID),
 		slog.Duration("spawn", spawned), slog.Duration("total", time.Since(start)),
 		slog.Float64("host_init_ms", ready.InitMS), slog.Int("uid", h.uid))
@@ -473,6 +476,8 @@ type instance struct {
 	// stage is the host directory mounted at /code of a pre-provisioned
 	// sandbox, removed with the instance ("" for sandboxes made on demand).
 	stage string
+	// stages is how the start was spent.
+	stages sandbox.StartStages
 
 	done      chan struct{} // closed by watch
 	closing   chan struct{} // closed by Close
@@ -494,6 +499,9 @@ func (i *instance) watch() {
 }
 
 func (i *instance) ID() string { return i.id }
+
+// StartStages reports how the instance's start was spent.
+func (i *instance) StartStages() sandbox.StartStages { return i.stages }
 
 func (i *instance) Done() <-chan struct{} { return i.done }
 

@@ -238,11 +238,11 @@ func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions)
 	if !b.fits(spec) {
 		return nil, nil
 	}
+	start := time.Now() // a claim may wait for a spare being made
 	s := b.claim(ctx, spec.Runtime)
 	if s == nil {
 		return nil, nil
 	}
-	start := time.Now()
 	discard := func(err error) (sandbox.Instance, error) {
 		s.discard(b)
 		b.log.Warn("pre-provisioned sandbox unusable; starting one on demand", "sandbox", s.id, "err", err)
@@ -260,10 +260,13 @@ func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions)
 	if err := runtime.SendLoad(s.reqW, load); err != nil {
 		return discard(err)
 	}
+	staged := time.Since(start)
 	inst, ready, err := b.newInstance(ctx, opts.ID, spec, s.hostProc, s.stage)
 	if err != nil {
 		return nil, err
 	}
+	inst.stages = sandbox.StartStages{Sandbox: staged, Provisioned: true,
+		Import: max(time.Since(start)-staged, time.Duration(ready.InitMS*float64(time.Millisecond)))}
 	b.log.Debug("instance started from a pre-provisioned sandbox", slog.String("function", spec.Name),
 		slog.String("instance", opts.ID), slog.String("sandbox", s.id),
 		slog.Duration("total", time.Since(start)), slog.Float64("host_init_ms", ready.InitMS))
