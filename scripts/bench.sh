@@ -8,7 +8,8 @@
 #   4. the same Python runtime host served directly (`wisp bench host`: no
 #      sandbox, scheduler, store or gateway), with the same wrk runs: the
 #      baseline for wisp's own overhead;
-#   5. container mode (when containerd runs): cold starts on demand and
+#   5. result cache hits of the same hello marked deterministic, with wrk;
+#   6. container mode (when containerd runs): cold starts on demand and
 #      from pre-started containers, warm wrk runs, and `ctr run --rm` of the
 #      same image as the baseline; then the container cold start's stage
 #      breakdown (internal/sandbox/container's TestColdStartFigures).
@@ -42,6 +43,7 @@ serve() { # serve PROVISIONED
 	for _ in $(seq 100); do curl -sf "$WISP_URL/healthz" >/dev/null && break; sleep 0.1; done
 	bin/wisp deploy -f scripts/bench/hello/function.yaml >/dev/null
 	bin/wisp deploy -f scripts/bench/hello-cold/function.yaml >/dev/null
+	bin/wisp deploy -f scripts/bench/hello-cached/function.yaml >/dev/null
 	if [ -n "$CONTAINERS" ]; then
 		bin/wisp deploy -f scripts/bench/hello-container/function.yaml >/dev/null
 		bin/wisp deploy -f scripts/bench/hello-cold-container/function.yaml >/dev/null
@@ -82,6 +84,12 @@ for c in 1 8 32; do
 	t=$c; [ "$t" -gt 2 ] && t=2
 	echo "== warm through wisp: wrk -t$t -c$c -d${DUR}s"
 	wrk -t"$t" -c"$c" -d"${DUR}s" --latency "$WISP_URL/function/hello" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
+done
+curl -s "$WISP_URL/function/hello-cached" >/dev/null # fills the cache
+for c in 1 32; do
+	t=$c; [ "$t" -gt 2 ] && t=2
+	echo "== result cache hits (deterministic hello): wrk -t$t -c$c -d${DUR}s"
+	wrk -t"$t" -c"$c" -d"${DUR}s" --latency "$WISP_URL/function/hello-cached" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
 done
 if [ -n "$CONTAINERS" ]; then
 	curl -s "$WISP_URL/function/hello-container" >/dev/null

@@ -60,7 +60,19 @@ type Config struct {
 	Container Container `yaml:"container" json:"container"`
 	Gateway   Gateway   `yaml:"gateway" json:"gateway"`
 	Store     Store     `yaml:"store" json:"store"`
+	Cache     Cache     `yaml:"cache" json:"cache"`
 	Log       Log       `yaml:"log" json:"log"`
+}
+
+// Cache configures the result cache of deterministic functions
+// (internal/cache).
+type Cache struct {
+	// MaxEntries is how many responses are kept (0 turns the cache off).
+	MaxEntries int `yaml:"max_entries" json:"max_entries"`
+	// MaxEntrySize is the largest response body cached.
+	MaxEntrySize function.Size `yaml:"max_entry_size" json:"max_entry_size"`
+	// TTL is how long a cached response is served.
+	TTL function.Duration `yaml:"ttl" json:"ttl"`
 }
 
 // Execution holds node-wide limits of the data path (scheduler and pools).
@@ -269,7 +281,8 @@ func Default() Config {
 			LogLimit:            64 << 10,
 			ResultLimit:         64 << 10,
 		},
-		Log: Log{Level: "info", Format: LogJSON},
+		Cache: Cache{MaxEntries: 10000, MaxEntrySize: 1 << 20, TTL: function.Duration(5 * time.Minute)},
+		Log:   Log{Level: "info", Format: LogJSON},
 	}
 }
 

@@ -45,7 +45,7 @@ const maxUID = math.MaxUint32 - 1
 func (c *Config) Validate() error {
 	for _, check := range []func() error{
 		c.Execution.validate, c.Process.validate, c.Container.validate,
-		c.Gateway.validate, c.Store.validate, c.Log.validate,
+		c.Gateway.validate, c.Store.validate, c.Cache.validate, c.Log.validate,
 	} {
 		if err := check(); err != nil {
 			return err
@@ -234,6 +234,18 @@ func (g *Gateway) validate() error {
 	}
 	if g.Procs < 0 || g.Procs > 4096 {
 		return bad("gateway.procs", "use 0 (auto) or a number of CPUs", "%d is out of range", g.Procs)
+	}
+	return nil
+}
+
+func (c *Cache) validate() error {
+	switch {
+	case c.MaxEntries < 0 || c.MaxEntries > 10_000_000:
+		return bad("cache.max_entries", "use 0 (off) up to 10000000", "%d is out of range", c.MaxEntries)
+	case c.MaxEntrySize < 0 || c.MaxEntrySize > 64<<20:
+		return bad("cache.max_entry_size", "use a size up to 64Mi", "%s is out of range", c.MaxEntrySize)
+	case c.MaxEntries > 0 && c.TTL.D() <= 0:
+		return bad("cache.ttl", "use a positive duration like 5m", "must be positive")
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/cache"
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/sandbox"
@@ -62,6 +63,8 @@ type Config struct {
 	Modes        map[string]error  // execution modes on this node: nil = ready, else why not
 	CheckRuntime RuntimeChecker
 	Version      string
+	// Cache keeps the responses of deterministic functions (nil: off).
+	Cache *cache.Cache
 }
 
 // Gateway serves wisp's HTTP API.

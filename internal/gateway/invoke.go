@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/cache"
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/scheduler"
@@ -22,6 +24,10 @@ const (
 	HeaderColdStart    = "X-Wisp-Cold-Start"
 	HeaderDurationMs   = "X-Wisp-Duration-Ms"
 	HeaderInitMs       = "X-Wisp-Init-Ms"
+	// HeaderCache says whether a deterministic function's call was
+	// answered from the result cache: hit, miss, or bypass (the request
+	// said Cache-Control: no-cache or no-store).
+	HeaderCache = "X-Wisp-Cache"
 )
 
 // Activation statuses.
@@ -82,12 +88,24 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		Header:       header,
 		Body:         buf.Bytes(),
 	}
+	var ckey string
+	if g.cfg.Cache != nil && t.Spec.Deterministic {
+		var hit bool
+		if ckey, hit = g.lookupCache(w, r, t, id, name, arrived, req); hit {
+			bufPool.Put(buf)
+			return
+		}
+	}
 	// The function's timeout bounds the whole call. A client that hangs up
 	// does not cancel it: the call finishes and is recorded, and the
 	// instance stays warm.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), t.Spec.Timeout.D())
 	res, err := g.sched.Invoke(ctx, t, req)
 	cancel()
+	if ckey != "" && err == nil && res.Response.Error == "" && res.Response.Status >= 200 && res.Response.Status < 300 {
+		g.cfg.Cache.Put(ckey, &cache.Entry{Status: res.Response.Status, Header: res.Response.Header,
+			Body: res.Response.Body, Stored: time.Now()})
+	}
 	g.finish(w, r, t, id, name, arrived, res, err)
 	if err == nil && buf.Cap() <= 1<<20 {
 		// After an error the instance may still hold the body; let it go.
@@ -186,7 +204,9 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, t *scheduler.Ta
 		act.Result = resp.Body
 		act.ResponseBytes = int64(len(resp.Body))
 		for k, vs := range resp.Header {
-			h[k] = vs
+			if !strings.HasPrefix(k, "X-Wisp-") { // wisp's own headers are wisp's
+				h[k] = vs
+			}
 		}
 		// The function may not set framing or wisp's own headers.
 		for _, k := range []string{"Connection", "Transfer-Encoding", "Keep-Alive", "Upgrade", "Trailer"} {
@@ -237,4 +257,55 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func fmtMs(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64)
+}
+
+// lookupCache looks req up in the result cache and answers it when it hits.
+// It returns the key to store the response under after a miss ("" when the
+// request said Cache-Control: no-store).
+func (g *Gateway) lookupCache(w http.ResponseWriter, r *http.Request, t *scheduler.Target, id, name string,
+	arrived time.Time, req *sandbox.Request) (key string, hit bool) {
+	cc := strings.ToLower(r.Header.Get("Cache-Control"))
+	noStore := strings.Contains(cc, "no-store")
+	if !noStore {
+		key = cache.Key(name, strconv.FormatInt(t.Version, 10)+"/"+t.Digest, req.Method, req.Path, req.RawQuery, req.Body)
+	}
+	if noStore || strings.Contains(cc, "no-cache") {
+		w.Header().Set(HeaderCache, "bypass")
+		g.metrics.CacheLookup(name, "bypass")
+		return key, false
+	}
+	e, ok := g.cfg.Cache.Get(key)
+	if !ok {
+		w.Header().Set(HeaderCache, "miss")
+		g.metrics.CacheLookup(name, "miss")
+		return key, false
+	}
+	g.metrics.CacheLookup(name, "hit")
+	h := w.Header()
+	for k, vs := range e.Header {
+		if !strings.HasPrefix(k, "X-Wisp-") {
+			h[k] = vs
+		}
+	}
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/octet-stream")
+	}
+	h.Set(HeaderCache, "hit")
+	h.Set(HeaderColdStart, "false")
+	h.Set(HeaderInitMs, "0")
+	h.Set("Age", strconv.Itoa(int(time.Since(e.Stored).Seconds())))
+	h.Set("Content-Length", strconv.Itoa(len(e.Body)))
+	h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+	w.WriteHeader(e.Status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(e.Body)
+	}
+	dur := time.Since(arrived)
+	g.store.RecordActivation(&store.Activation{
+		ID: id, Function: name, Version: t.Version, Start: arrived, Status: StatusSuccess, StatusCode: e.Status,
+		CacheHit: true, DurationMs: ms(dur), Result: e.Body, ResponseBytes: int64(len(e.Body)),
+		RequestBytes: int64(len(req.Body)),
+	})
+	g.metrics.Invocation(name, StatusSuccess, false, e.Status, dur)
+	return key, true
 }

@@ -18,6 +18,7 @@ import (
 	goruntime "runtime"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/cache"
 	"github.com/wisp-faas/wisp/internal/config"
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
@@ -193,6 +194,8 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		},
 		Version: o.Version,
+		Cache: cache.New(cache.Options{MaxEntries: cfg.Cache.MaxEntries,
+			MaxEntrySize: int(cfg.Cache.MaxEntrySize), TTL: cfg.Cache.TTL.D()}),
 	}, st, sched, metrics, log)
 	if err != nil {
 		_ = sched.Close(context.Background())

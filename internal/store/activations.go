@@ -47,6 +47,9 @@ type Activation struct {
 	DurationMs float64   `json:"duration_ms"`
 	// Timings holds the milliseconds spent in each stage ("queue",
 	// "cold_start", "run", ...).
+	// CacheHit says the call was answered from the result cache, without
+	// running the function.
+	CacheHit bool `json:"cache_hit,omitempty"`
 	Timings map[string]float64 `json:"timings,omitempty"`
 	Error   string             `json:"error,omitempty"`
 	Hint    string             `json:"hint,omitempty"`

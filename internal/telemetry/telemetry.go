@@ -45,6 +45,7 @@ type Metrics struct {
 	duration      *prometheus.HistogramVec
 	coldStart     *prometheus.HistogramVec
 	coldStages    *prometheus.HistogramVec
+	cacheLookups  *prometheus.CounterVec
 	instanceStart *prometheus.CounterVec
 	instances     *prometheus.GaugeVec
 	stopped       *prometheus.CounterVec
@@ -82,6 +83,10 @@ func NewMetrics() *Metrics {
 			"and whether the sandbox was pre-provisioned (true, false).",
 		Buckets: latencyBuckets,
 	}, []string{"function", "mode", "stage", "provisioned"})
+	m.cacheLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_cache_lookups_total",
+		Help: "Result cache lookups of deterministic functions by function and result (hit, miss, bypass); hit ratio = hit / (hit + miss).",
+	}, []string{"function", "result"})
 	m.instanceStart = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wisp_instance_starts_total",
 		Help: "Instance starts by function, mode and result (ok, error).",
@@ -107,7 +112,7 @@ func NewMetrics() *Metrics {
 		Name: "gateway_service_count",
 		Help: "OpenFaaS-compatible: ready instances by function_name.",
 	}, []string{"function_name"})
-	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.coldStages, m.instanceStart, m.stopped, m.instances,
+	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.coldStages, m.cacheLookups, m.instanceStart, m.stopped, m.instances,
 		m.ofInvocations, m.ofSeconds, m.ofReplicas,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -141,6 +146,11 @@ func (m *Metrics) ColdStartStages(function, mode string, provisioned bool, sandb
 	m.coldStages.WithLabelValues(function, mode, "sandbox", p).Observe(sandbox.Seconds())
 	m.coldStages.WithLabelValues(function, mode, "runtime", p).Observe(runtime.Seconds())
 	m.coldStages.WithLabelValues(function, mode, "import", p).Observe(imp.Seconds())
+}
+
+// CacheLookup records one result cache lookup: hit, miss or bypass.
+func (m *Metrics) CacheLookup(function, result string) {
+	m.cacheLookups.WithLabelValues(function, result).Inc()
 }
 
 // InstanceStarted records an instance start attempt.

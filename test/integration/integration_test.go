@@ -612,3 +612,62 @@ func TestContainerModeUnavailable(t *testing.T) {
 		t.Fatalf("/healthz does not explain container mode: %s", body)
 	}
 }
+
+// A deterministic function's repeated request is answered from the result
+// cache without running it; a different request, Cache-Control: no-cache
+// and a redeploy all run it again.
+func TestResultCache(t *testing.T) {
+	h := startServer(t, testConfig(t, function.ModeProcess), "")
+	det := fn{spec: "name: det\nruntime: python3\nhandler: h.py\ndeterministic: true\n",
+		files: map[string]string{"h.py": "n = 0\ndef handle(req):\n    global n\n    n += 1\n    return {'n': n, 'q': req.query.get('x')}\n"}}
+	h.mustDeploy(det)
+	get := func(query string, header ...string) (string, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, h.url+"/function/det"+query, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 200 {
+			t.Fatalf("HTTP %d: %s", res.StatusCode, body)
+		}
+		return string(body), res.Header.Get("X-Wisp-Cache")
+	}
+	steps := []struct {
+		name, query  string
+		header       []string
+		want, result string
+	}{
+		{"first call runs", "?x=1", nil, `{"n":1,"q":"1"}`, "miss"},
+		{"same request hits", "?x=1", nil, `{"n":1,"q":"1"}`, "hit"},
+		{"another query runs", "?x=2", nil, `{"n":2,"q":"2"}`, "miss"},
+		{"no-cache runs and refreshes", "?x=1", []string{"Cache-Control", "no-cache"}, `{"n":3,"q":"1"}`, "bypass"},
+		{"the refreshed entry hits", "?x=1", nil, `{"n":3,"q":"1"}`, "hit"},
+	}
+	for _, s := range steps {
+		body, result := get(s.query, s.header...)
+		if strings.TrimSpace(body) != s.want || result != s.result {
+			t.Fatalf("%s: body %s, X-Wisp-Cache %q; want %s, %q", s.name, body, result, s.want, s.result)
+		}
+	}
+	// The hit is an activation of its own, marked as such.
+	acts, err := h.c.Activations(context.Background(), store.ActivationFilter{Function: "det", Limit: 1})
+	if err != nil || len(acts) != 1 || !acts[0].CacheHit {
+		t.Fatalf("newest activation %+v, %v; want a cache hit", acts, err)
+	}
+	// A redeploy clears the function's entries.
+	h.mustDeploy(det)
+	if body, result := get("?x=1"); result != "miss" || !strings.Contains(body, `"n":1`) {
+		t.Fatalf("after redeploy: %s, %q; want a fresh run (miss)", body, result)
+	}
+	// Non-deterministic functions never see the cache.
+	h.mustDeploy(probe("plain", ""))
+	if r := h.call("plain", "?op=pid", ""); r.Header.Get("X-Wisp-Cache") != "" {
+		t.Fatalf("X-Wisp-Cache on a function that is not deterministic: %q", r.Header.Get("X-Wisp-Cache"))
+	}
+}
