@@ -41,6 +41,8 @@ serve() { # serve PROVISIONED
 	bin/wisp serve --data "$DATA/data" --listen "127.0.0.1:$PORT" --config "$DATA/wisp.yaml" 2>>"$DATA/serve.log" &
 	SERVE=$!
 	for _ in $(seq 100); do curl -sf "$WISP_URL/healthz" >/dev/null && break; sleep 0.1; done
+	WISP_TOKEN="$(cat "$DATA/data/admin.key")"
+	export WISP_TOKEN
 	bin/wisp deploy -f scripts/bench/hello/function.yaml >/dev/null
 	bin/wisp deploy -f scripts/bench/hello-cold/function.yaml >/dev/null
 	bin/wisp deploy -f scripts/bench/hello-cached/function.yaml >/dev/null
@@ -79,24 +81,24 @@ if [ -n "$CONTAINERS" ]; then
 	bin/wisp bench hello-cold-container -n "$((COLD_N / 2))" -c 1 -r 2 -q
 fi
 echo
-curl -s "$WISP_URL/function/hello" >/dev/null # warm it
+curl -s -H "Authorization: Bearer $WISP_TOKEN" "$WISP_URL/function/hello" >/dev/null # warm it
 for c in 1 8 32; do
 	t=$c; [ "$t" -gt 2 ] && t=2
 	echo "== warm through wisp: wrk -t$t -c$c -d${DUR}s"
-	wrk -t"$t" -c"$c" -d"${DUR}s" --latency "$WISP_URL/function/hello" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
+	wrk -t"$t" -c"$c" -d"${DUR}s" --latency -H "Authorization: Bearer $WISP_TOKEN" "$WISP_URL/function/hello" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
 done
-curl -s "$WISP_URL/function/hello-cached" >/dev/null # fills the cache
+curl -s -H "Authorization: Bearer $WISP_TOKEN" "$WISP_URL/function/hello-cached" >/dev/null # fills the cache
 for c in 1 32; do
 	t=$c; [ "$t" -gt 2 ] && t=2
 	echo "== result cache hits (deterministic hello): wrk -t$t -c$c -d${DUR}s"
-	wrk -t"$t" -c"$c" -d"${DUR}s" --latency "$WISP_URL/function/hello-cached" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
+	wrk -t"$t" -c"$c" -d"${DUR}s" --latency -H "Authorization: Bearer $WISP_TOKEN" "$WISP_URL/function/hello-cached" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
 done
 if [ -n "$CONTAINERS" ]; then
-	curl -s "$WISP_URL/function/hello-container" >/dev/null
+	curl -s -H "Authorization: Bearer $WISP_TOKEN" "$WISP_URL/function/hello-container" >/dev/null
 	for c in 1 32; do
 		t=$c; [ "$t" -gt 2 ] && t=2
 		echo "== warm container through wisp: wrk -t$t -c$c -d${DUR}s"
-		wrk -t"$t" -c"$c" -d"${DUR}s" --latency "$WISP_URL/function/hello-container" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
+		wrk -t"$t" -c"$c" -d"${DUR}s" --latency -H "Authorization: Bearer $WISP_TOKEN" "$WISP_URL/function/hello-container" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
 	done
 	IMG="$(ctr -n wisp-bench images ls -q | grep 'runtime/python3:' | head -1)"
 	echo "== baseline: ctr run --rm --read-only $IMG python3 -S -c pass, 20 runs"
@@ -112,10 +114,10 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$DIRECT/" >/dev/null && break
 for c in 1 8 32; do
 	t=$c; [ "$t" -gt 2 ] && t=2
 	echo "== same host directly (baseline): wrk -t$t -c$c -d${DUR}s"
-	wrk -t"$t" -c"$c" -d"${DUR}s" --latency "http://127.0.0.1:$DIRECT/" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
+	wrk -t"$t" -c"$c" -d"${DUR}s" --latency -H "Authorization: Bearer $WISP_TOKEN" "http://127.0.0.1:$DIRECT/" | grep -E 'Latency|50%|90%|99%|Requests/sec|Non-2xx'
 done
 if [ -n "$CONTAINERS" ]; then
 	echo
 	echo "== container cold start stages (Backend.Start and the first call, then Close; 30 each)"
-	WISP_CONTAINER_BENCH=1 go test -count=1 -v -run ColdStartFigures ./internal/sandbox/container/ | grep -vE '^(=== RUN|--- PASS|PASS|ok)'
+	WISP_CONTAINER_BENCH=1 go test -count=1 -v -run ColdStartFigures ./internal/sandbox/container/ | grep 'bench_test.go' | sed 's/^ *bench_test.go:[0-9]*: //'
 fi

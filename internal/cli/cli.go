@@ -1,8 +1,8 @@
 // Package cli implements the wisp command line: `wisp serve` starts the
 // platform; the other commands talk to a running server over its HTTP API
-// (WISP_URL, default http://127.0.0.1:8080; "Authorization: Bearer
-// $WISP_TOKEN" when set). Output is a human table by default and JSON with
-// -o json.
+// (WISP_URL, default http://127.0.0.1:8080) with "Authorization: Bearer
+// KEY", the key from WISP_TOKEN or else ./.wisp-data/admin.key. Output is a
+// human table by default and JSON with -o json.
 package cli
 
 import (
@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/wisp-faas/wisp/internal/auth"
 	"github.com/wisp-faas/wisp/internal/client"
 )
 
@@ -76,6 +78,11 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.url, "url", defURL, "wisp server URL (env WISP_URL)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	g.token = os.Getenv("WISP_TOKEN")
+	if g.token == "" {
+		// A server started here with the default data directory keeps its
+		// admin key there; root (who runs it) can read it.
+		g.token, _ = auth.ReadKeyFile(filepath.Join(".wisp-data", auth.AdminKeyFile))
+	}
 
 	root.AddCommand(
 		newServeCmd(g),

@@ -16,6 +16,9 @@ var (
 	// ErrInvalid is returned when user input (a function spec, a config file,
 	// a request) is malformed. HTTP 400.
 	ErrInvalid = errors.New("invalid")
+	// ErrUnauthorized is returned when a call carries no valid API key.
+	// HTTP 401.
+	ErrUnauthorized = errors.New("unauthorized")
 	// ErrNotFound is returned when a named object does not exist. HTTP 404.
 	ErrNotFound = errors.New("not found")
 	// ErrConflict is returned when an object already exists or changed

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/auth"
 	"github.com/wisp-faas/wisp/internal/cache"
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
@@ -65,6 +66,8 @@ type Config struct {
 	Version      string
 	// Cache keeps the responses of deterministic functions (nil: off).
 	Cache *cache.Cache
+	// Auth checks API keys (nil: no authentication, --insecure-no-auth).
+	Auth *auth.Authenticator
 }
 
 // Gateway serves wisp's HTTP API.
@@ -108,8 +111,18 @@ func (g *Gateway) routes() {
 	})
 }
 
-// ServeHTTP implements http.Handler.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. With Config.Auth set, every route but
+// /healthz needs a valid key (401 otherwise).
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.cfg.Auth != nil && r.URL.Path != "/healthz" {
+		if _, err := g.cfg.Auth.Authenticate(r); err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wisp"`)
+			writeError(w, err)
+			return
+		}
+	}
+	g.mux.ServeHTTP(w, r)
+}
 
 // statusFor maps an error kind to its HTTP status. It is the only place that
 // does so.
@@ -117,6 +130,8 @@ func statusFor(err error) int {
 	switch {
 	case errors.Is(err, errdefs.ErrInvalid):
 		return http.StatusBadRequest
+	case errors.Is(err, errdefs.ErrUnauthorized):
+		return http.StatusUnauthorized
 	case errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errdefs.ErrConflict):

@@ -18,7 +18,8 @@ import (
 
 // deployDemo deploys the embedded example functions through the server's own
 // API, exactly as `wisp deploy -f` would, and prints how to call them.
-func deployDemo(ctx context.Context, baseURL string, out io.Writer) error {
+// token is the admin key ("" without authentication) and keyFile where it is.
+func deployDemo(ctx context.Context, baseURL, token, keyFile string, out io.Writer) error {
 	tmp, err := os.MkdirTemp("", "wisp-examples-")
 	if err != nil {
 		return err
@@ -27,7 +28,7 @@ func deployDemo(ctx context.Context, baseURL string, out io.Writer) error {
 	if err := WriteExamples(tmp); err != nil {
 		return err
 	}
-	c := client.New(baseURL, os.Getenv("WISP_TOKEN"), 1)
+	c := client.New(baseURL, token, 1)
 	fmt.Fprintf(out, "\nwisp is serving on %s with the example functions:\n\n", baseURL)
 	for _, name := range examples.Names {
 		dir := filepath.Join(tmp, name)
@@ -46,17 +47,22 @@ func deployDemo(ctx context.Context, baseURL string, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "  %-14s %s, %s mode\n", v.Name, v.Spec.Runtime, v.Spec.ExecutionMode)
 	}
+	auth := ""
+	if token != "" {
+		fmt.Fprintf(out, "\nEvery call needs the admin key, which is in %s:\n  export WISP_TOKEN=$(cat %s)\n", keyFile, keyFile)
+		auth = ` -H "Authorization: Bearer $WISP_TOKEN"`
+	}
 	fmt.Fprintf(out, `
 Call them:
-  curl -s '%[1]s/function/hello-python?name=Ada'
-  curl -s -d '{"name": "Grace"}' %[1]s/function/hello-node
-  curl -s -d 'quiet please' %[1]s/function/shout-exec
+  curl -s%[2]s '%[1]s/function/hello-python?name=Ada'
+  curl -s%[2]s -d '{"name": "Grace"}' %[1]s/function/hello-node
+  curl -s%[2]s -d 'quiet please' %[1]s/function/shout-exec
   wisp invoke hello-python -d '{"name": "Ada"}' -v    (bin/wisp; WISP_URL=%[1]s)
   wisp ls    wisp logs hello-python    wisp activations    wisp bench hello-python -n 2000 -c 8
 
 Press Ctrl-C to stop: calls in flight finish, every sandbox is removed.
 
-`, baseURL)
+`, baseURL, auth)
 	return nil
 }
 

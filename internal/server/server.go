@@ -18,6 +18,7 @@ import (
 	goruntime "runtime"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/auth"
 	"github.com/wisp-faas/wisp/internal/cache"
 	"github.com/wisp-faas/wisp/internal/config"
 	"github.com/wisp-faas/wisp/internal/errdefs"
@@ -48,6 +49,8 @@ type Options struct {
 	// DebugAddr, if set, serves Go's pprof profiles there (keep it on
 	// loopback: profiles reveal memory contents).
 	DebugAddr string
+	// InsecureNoAuth turns API key checks off (local experiments only).
+	InsecureNoAuth bool
 }
 
 // Run serves until ctx ends, then shuts down cleanly.
@@ -184,6 +187,32 @@ func Run(ctx context.Context, o Options) error {
 		InstancesChanged: metrics.InstancesChanged,
 	})
 
+	var authn *auth.Authenticator
+	var adminKey, keyFile string
+	if o.InsecureNoAuth {
+		log.Warn("INSECURE: API authentication is off (--insecure-no-auth): anyone who can reach " + cfg.Gateway.Listen +
+			" can deploy and run code on this machine. Use it only for local experiments.")
+	} else {
+		var made bool
+		keyFile, made, err = auth.EnsureAdminKey(ctx, st, dataDir)
+		if err != nil {
+			_ = sched.Close(context.Background())
+			return fmt.Errorf("make the admin API key: %w", err)
+		}
+		if made {
+			log.Info("admin API key created: every API call needs Authorization: Bearer <key>", "file", keyFile)
+		} else {
+			log.Info("API calls need Authorization: Bearer <key>", "admin_key_file", keyFile)
+		}
+		adminKey, _ = auth.ReadKeyFile(keyFile)
+		authn, err = auth.NewAuthenticator(ctx, st,
+			fmt.Sprintf("send Authorization: Bearer <key>; the admin key is in %s (export WISP_TOKEN=$(cat %s) for the CLI)", keyFile, keyFile))
+		if err != nil {
+			_ = sched.Close(context.Background())
+			return err
+		}
+	}
+
 	gw, err := gateway.New(ctx, gateway.Config{
 		MaxBodySize: int64(cfg.Gateway.MaxBodySize),
 		MaxCodeSize: int64(cfg.Store.MaxCodeSize),
@@ -194,6 +223,7 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		},
 		Version: o.Version,
+		Auth:    authn,
 		Cache: cache.New(cache.Options{MaxEntries: cfg.Cache.MaxEntries,
 			MaxEntrySize: int(cfg.Cache.MaxEntrySize), TTL: cfg.Cache.TTL.D()}),
 	}, st, sched, metrics, log)
@@ -233,7 +263,7 @@ func Run(ctx context.Context, o Options) error {
 		o.Ready(addr)
 	}
 	if o.Demo {
-		if err := deployDemo(ctx, "http://"+addr, o.Stdout); err != nil {
+		if err := deployDemo(ctx, "http://"+addr, adminKey, keyFile, o.Stdout); err != nil {
 			log.Error("deploy the examples", "err", err)
 		}
 	}

@@ -28,7 +28,7 @@
 // # bbolt schema
 //
 //	meta/
-//	    version                 schema version, decimal ("1")
+//	    version                 schema version, decimal ("2")
 //	    activation_count        number of keys in activations/, decimal
 //	functions/
 //	    <name>                  FunctionRecord, JSON
@@ -37,6 +37,8 @@
 //	                            order is time order and First() is the oldest
 //	activations_by_function/
 //	    <function>\x00<id>      empty; newest-first listing per function
+//	keys/                       (schema 2)
+//	    <sha256 hex of the key> APIKey, JSON; the key itself is never stored
 //
 // The version key is read by Open. A database with no version is new and
 // gets the current schema; an older version is brought forward by running

@@ -139,13 +139,14 @@ var (
 	bucketFunctions   = []byte("functions")
 	bucketActivations = []byte("activations")
 	bucketActByFn     = []byte("activations_by_function")
+	bucketKeys        = []byte("keys")
 
 	keyVersion         = []byte("version")
 	keyActivationCount = []byte("activation_count")
 )
 
 // schemaVersion is the version this binary writes.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // migration brings the schema from version-1 to version.
 type migration struct {
@@ -163,6 +164,12 @@ var migrations = []migration{
 			}
 		}
 		return putInt(tx.Bucket(bucketMeta), keyActivationCount, 0)
+	}},
+	{version: 2, name: "API keys", migrate: func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
+			return fmt.Errorf("create bucket %s: %w", bucketKeys, err)
+		}
+		return nil
 	}},
 }
 

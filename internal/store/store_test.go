@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -213,7 +214,7 @@ func TestSchemaVersion(t *testing.T) {
 		v = bytes.Clone(tx.Bucket(bucketMeta).Get(keyVersion))
 		return nil
 	})
-	if string(v) != "1" {
+	if string(v) != strconv.Itoa(schemaVersion) {
 		t.Fatalf("version = %q", v)
 	}
 	// A newer wisp wrote this directory: refuse it.

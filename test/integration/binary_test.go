@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -73,6 +74,9 @@ func startBinary(t *testing.T, bin, dataDir, cfgFile, addr string, extra ...stri
 		res, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			res.Body.Close()
+			if !slices.Contains(extra, "--insecure-no-auth") {
+				rememberKey(t, addr, dataDir)
+			}
 			return cmd
 		}
 		if time.Now().After(deadline) {
@@ -145,4 +149,4 @@ func startBinaryOut(t *testing.T, bin, dataDir, cfgFile, addr string, extra ...s
 	return cmd, w
 }
 
-func newClient(url string) *client.Client { return client.New(url, "", 4) }
+func newClient(url string) *client.Client { return client.New(url, tokenFor(url), 4) }

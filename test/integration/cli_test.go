@@ -21,7 +21,7 @@ func TestCLI(t *testing.T) {
 	wisp := func(stdin string, args ...string) (string, error) {
 		t.Helper()
 		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "WISP_URL="+h.url)
+		cmd.Env = append(os.Environ(), "WISP_URL="+h.url, "WISP_TOKEN="+tokenFor(h.url))
 		cmd.Stdin = strings.NewReader(stdin)
 		out, err := cmd.CombinedOutput()
 		return string(out), err

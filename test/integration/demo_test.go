@@ -20,7 +20,8 @@ func TestServeDemo(t *testing.T) {
 	cfgFile := filepath.Join(t.TempDir(), "wisp.yaml")
 	os.WriteFile(cfgFile, []byte(fmt.Sprintf("process:\n  cgroup_root: %s\nlog:\n  level: warn\n", cfg.Process.CgroupRoot)), 0o644)
 	addr := freePort(t)
-	srv, out := startBinaryOut(t, bin, t.TempDir(), cfgFile, addr, "--demo")
+	dataDir := t.TempDir()
+	srv, out := startBinaryOut(t, bin, dataDir, cfgFile, addr, "--demo")
 	defer func() {
 		srv.Process.Signal(syscall.SIGTERM)
 		if err := srv.Wait(); err != nil {
@@ -39,6 +40,11 @@ func TestServeDemo(t *testing.T) {
 	if strings.Contains(banner, "NOT DEPLOYED") {
 		t.Fatalf("an example failed to deploy:\n%s", banner)
 	}
+	// The banner says where the admin key is, and the calls it prints use it.
+	if !strings.Contains(banner, filepath.Join(dataDir, "admin.key")) || !strings.Contains(banner, "Authorization: Bearer $WISP_TOKEN") {
+		t.Errorf("banner does not say how to authenticate:\n%s", banner)
+	}
+	rememberKey(t, addr, dataDir)
 	calls := []struct{ path, body, want string }{
 		{"/function/hello-python?name=Ada", "", "Hello, Ada!"},
 		{"/function/hello-node", `{"name": "Grace"}`, "Hello from Node, Grace!"},

@@ -14,11 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
+	"github.com/wisp-faas/wisp/internal/auth"
 	"github.com/wisp-faas/wisp/internal/client"
 	"github.com/wisp-faas/wisp/internal/config"
 	"github.com/wisp-faas/wisp/internal/function"
@@ -32,7 +34,49 @@ import (
 func TestMain(m *testing.M) {
 	process.MaybeRunInit()
 	container.MaybeRunInit()
+	// Every server the suite starts has authentication on; requests made
+	// with net/http's default client carry that server's admin key.
+	http.DefaultTransport = authTransport{base: plainTransport}
 	os.Exit(m.Run())
+}
+
+// plainTransport sends requests as they are (for the tests of 401).
+var plainTransport = http.DefaultTransport
+
+// tokens maps a server's host:port to its admin key.
+var tokens sync.Map
+
+// authTransport adds the admin key of the server a request goes to, unless
+// the request has an Authorization header already.
+type authTransport struct{ base http.RoundTripper }
+
+func (a authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "" {
+		if k, ok := tokens.Load(r.URL.Host); ok {
+			r = r.Clone(r.Context())
+			r.Header.Set("Authorization", "Bearer "+k.(string))
+		}
+	}
+	return a.base.RoundTrip(r)
+}
+
+// rememberKey reads the admin key a server wrote into dataDir and uses it
+// for requests to addr.
+func rememberKey(t *testing.T, addr, dataDir string) string {
+	t.Helper()
+	key, err := auth.ReadKeyFile(filepath.Join(dataDir, auth.AdminKeyFile))
+	if err != nil {
+		t.Fatalf("admin key of the server at %s: %v", addr, err)
+	}
+	tokens.Store(addr, key)
+	return key
+}
+
+// tokenFor returns the admin key of the server at url ("" if unknown).
+func tokenFor(url string) string {
+	k, _ := tokens.Load(strings.TrimPrefix(url, "http://"))
+	s, _ := k.(string)
+	return s
 }
 
 // requireSandboxes gates the suite on root, cgroups and the runtimes'
@@ -110,7 +154,8 @@ func startServer(t *testing.T, cfg config.Config, dataDir string) *harness {
 	case <-time.After(30 * time.Second):
 		t.Fatal("wisp serve did not start within 30s")
 	}
-	h.c = client.New(h.url, "", 64)
+	rememberKey(t, strings.TrimPrefix(h.url, "http://"), dataDir)
+	h.c = client.New(h.url, tokenFor(h.url), 64)
 	t.Cleanup(func() { h.stop() })
 	return h
 }

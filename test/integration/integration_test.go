@@ -538,7 +538,7 @@ func TestCrashRecoveryCleansOrphans(t *testing.T) {
 				mode, cfg.Process.CgroupRoot, cfg.Container.Namespace)), 0o644)
 			port := freePort(t)
 			srv := startBinary(t, bin, dir, cfgFile, port)
-			c := client.New("http://"+port, "", 4)
+			c := newClient("http://" + port)
 			h := &harness{t: t, c: c, url: "http://" + port, dataDir: dir, cfg: cfg}
 			h.mustDeploy(probe("orphan", ""))
 			wantStatus(t, h.call("orphan", "?op=pid", ""), 200)
@@ -669,5 +669,81 @@ func TestResultCache(t *testing.T) {
 	h.mustDeploy(probe("plain", ""))
 	if r := h.call("plain", "?op=pid", ""); r.Header.Get("X-Wisp-Cache") != "" {
 		t.Fatalf("X-Wisp-Cache on a function that is not deterministic: %q", r.Header.Get("X-Wisp-Cache"))
+	}
+}
+
+// Authentication is on by default: every route but /healthz needs the
+// admin key the server wrote on first start.
+func TestAuth(t *testing.T) {
+	h := startServer(t, testConfig(t, function.ModeProcess), "")
+	h.mustDeploy(probe("guarded", ""))
+	st, err := os.Stat(filepath.Join(h.dataDir, "admin.key"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin.key: %v, mode %v; want a 0600 file", err, st.Mode().Perm())
+	}
+	plain := &http.Client{Transport: plainTransport}
+	tests := []struct {
+		name, method, path, auth string
+		want                     int
+	}{
+		{"call without a key", http.MethodPost, "/function/guarded?op=pid", "", http.StatusUnauthorized},
+		{"list without a key", http.MethodGet, "/v1/functions", "", http.StatusUnauthorized},
+		{"delete without a key", http.MethodDelete, "/v1/functions/guarded", "", http.StatusUnauthorized},
+		{"activations without a key", http.MethodGet, "/v1/activations", "", http.StatusUnauthorized},
+		{"metrics without a key", http.MethodGet, "/metrics", "", http.StatusUnauthorized},
+		{"a wrong key", http.MethodPost, "/function/guarded?op=pid", "Bearer wisp_not-a-key", http.StatusUnauthorized},
+		{"not a bearer", http.MethodPost, "/function/guarded?op=pid", "Basic YWRtaW46YWRtaW4=", http.StatusUnauthorized},
+		{"health is open", http.MethodGet, "/healthz", "", http.StatusOK},
+		{"the admin key", http.MethodPost, "/function/guarded?op=pid", "Bearer " + tokenFor(h.url), http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, h.url+tt.path, nil)
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			res, err := plain.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, _ := io.ReadAll(res.Body)
+			if res.StatusCode != tt.want {
+				t.Fatalf("HTTP %d %s; want %d", res.StatusCode, body, tt.want)
+			}
+			if tt.want == http.StatusUnauthorized {
+				if res.Header.Get("WWW-Authenticate") == "" || !bytes.Contains(body, []byte("admin.key")) {
+					t.Fatalf("401 without WWW-Authenticate or a hint naming admin.key: %s", body)
+				}
+			}
+		})
+	}
+	// The refused delete deleted nothing.
+	wantStatus(t, h.call("guarded", "?op=pid", ""), 200)
+}
+
+// --insecure-no-auth serves without keys (and says so).
+func TestInsecureNoAuth(t *testing.T) {
+	bin := buildWisp(t)
+	cfg := testConfig(t, function.ModeProcess)
+	cfgFile := filepath.Join(t.TempDir(), "wisp.yaml")
+	os.WriteFile(cfgFile, []byte(fmt.Sprintf("process:\n  cgroup_root: %s\nlog:\n  level: warn\n", cfg.Process.CgroupRoot)), 0o644)
+	addr := freePort(t)
+	dir := t.TempDir()
+	srv := startBinary(t, bin, dir, cfgFile, addr, "--insecure-no-auth")
+	defer func() {
+		srv.Process.Signal(syscall.SIGTERM)
+		srv.Wait()
+	}()
+	res, err := (&http.Client{Transport: plainTransport}).Get("http://" + addr + "/v1/functions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/functions without a key under --insecure-no-auth: HTTP %d", res.StatusCode)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "admin.key")); err == nil {
+		t.Error("an admin key was made although authentication is off")
 	}
 }
