@@ -26,22 +26,19 @@ package process
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
+	"github.com/wisp-faas/wisp/internal/sandbox/stage"
 )
 
 // spare is one pre-provisioned sandbox: a started host and the stage
@@ -248,7 +245,7 @@ func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions)
 		b.log.Warn("pre-provisioned sandbox unusable; starting one on demand", "sandbox", s.id, "err", err)
 		return nil, nil
 	}
-	if err := linkTree(opts.CodeDir, s.stage); err != nil {
+	if err := stage.LinkTree(opts.CodeDir, s.stage); err != nil {
 		return discard(fmt.Errorf("stage code: %w", err))
 	}
 	lim := cgroup.Limits{MemoryBytes: int64(spec.Memory), MilliCPU: int64(spec.CPU), Pids: int64(spec.Pids)}
@@ -271,63 +268,4 @@ func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions)
 		slog.String("instance", opts.ID), slog.String("sandbox", s.id),
 		slog.Duration("total", time.Since(start)), slog.Float64("host_init_ms", ready.InitMS))
 	return inst, nil
-}
-
-// linkTree recreates src's tree under dst with hard links to src's files
-// (copies where src and dst are on different file systems). The code store
-// keeps files root-owned and read-only to sandboxes, so sharing inodes
-// shares nothing writable.
-func linkTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			if rel == "." {
-				return nil
-			}
-			return os.Mkdir(target, 0o755)
-		case d.Type()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case d.Type().IsRegular():
-			err := os.Link(p, target)
-			if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) {
-				return copyFile(p, target)
-			}
-			return err
-		default:
-			return nil // the store admits no other kinds
-		}
-	})
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, st.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
