@@ -34,6 +34,7 @@ import (
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
+	"github.com/wisp-faas/wisp/internal/sandbox/spares"
 )
 
 // Defaults for Options fields left at zero.
@@ -133,7 +134,7 @@ type Backend struct {
 	hostsDir string
 	images   map[string]*baseImage // by runtime name, "ref:"+reference for a spec's image, "" for Options.BaseImage
 
-	spares spareSet // see spare.go
+	spares *spares.Set[*spare] // see spare.go
 }
 
 var _ sandbox.Backend = (*Backend)(nil)
@@ -195,7 +196,9 @@ func New(opts Options) (*Backend, error) {
 		}
 		opts.Shim = exe
 	}
-	return &Backend{opts: opts, log: opts.Log, uids: newUIDPool(opts.UIDBase, opts.UIDCount), images: map[string]*baseImage{}}, nil
+	b := &Backend{opts: opts, log: opts.Log, uids: newUIDPool(opts.UIDBase, opts.UIDCount), images: map[string]*baseImage{}}
+	b.initSpares()
+	return b, nil
 }
 
 // Name returns "container".
@@ -344,9 +347,7 @@ func (b *Backend) Prepare(ctx context.Context, rt string) error {
 		return fmt.Errorf("prepare %s containers: %w", rt, err)
 	}
 	if b.spareRuntime(rt) {
-		b.spares.mu.Lock()
-		b.replenishLocked(rt)
-		b.spares.mu.Unlock()
+		b.spares.Fill(rt)
 	}
 	return nil
 }
@@ -517,7 +518,7 @@ func removeContainer(ctx context.Context, c containerd.Container) error {
 // Destroy stops the spare containers. For shutdown and tests: the
 // instances are the scheduler's to close.
 func (b *Backend) Destroy(ctx context.Context) error {
-	b.spares.closeAll(b)
+	b.spares.Close()
 	b.mu.Lock()
 	client := b.client
 	b.client = nil

@@ -138,9 +138,7 @@ func TestColdStartFigures(t *testing.T) {
 
 // readySpares counts the ready spares of rt.
 func (b *Backend) readySpares(rt string) int {
-	b.spares.mu.Lock()
-	defer b.spares.mu.Unlock()
-	return len(b.spares.ready[rt])
+	return b.spares.Ready(rt)
 }
 
 func waitSpares(t *testing.T, b *Backend, rt string, want int) {

@@ -30,13 +30,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
+	"github.com/wisp-faas/wisp/internal/sandbox/spares"
 	"github.com/wisp-faas/wisp/internal/sandbox/stage"
 )
 
@@ -51,40 +51,6 @@ func (s *spare) discard(b *Backend) {
 	_ = os.RemoveAll(s.stage)
 }
 
-// spareSet holds the spares of a backend by runtime name. mu guards all.
-type spareSet struct {
-	mu      sync.Mutex
-	ready   map[string][]*spare
-	pending map[string]int
-	closed  bool
-	wg      sync.WaitGroup
-	// added is closed (and replaced) whenever a spare becomes ready or a
-	// provisioning attempt ends, to wake claims waiting for one.
-	added chan struct{}
-}
-
-func (ss *spareSet) notifyLocked() {
-	if ss.added != nil {
-		close(ss.added)
-	}
-	ss.added = make(chan struct{})
-}
-
-func (ss *spareSet) closeAll(b *Backend) {
-	ss.mu.Lock()
-	ss.closed = true
-	var all []*spare
-	for _, l := range ss.ready {
-		all = append(all, l...)
-	}
-	ss.ready = nil
-	ss.mu.Unlock()
-	ss.wg.Wait() // provisioning in flight sees closed and discards its spare
-	for _, s := range all {
-		s.discard(b)
-	}
-}
-
 // spareRuntime reports whether runtime rt gets spares at all.
 func (b *Backend) spareRuntime(rt string) bool {
 	fam := function.Family(rt)
@@ -94,43 +60,6 @@ func (b *Backend) spareRuntime(rt string) bool {
 // fits reports whether a spare can serve spec.
 func (b *Backend) fits(spec *function.Spec) bool {
 	return b.spareRuntime(spec.Runtime) && spec.Image == "" && spec.Network != function.NetworkHost && int64(spec.Memory) >= 2*b.opts.TmpSize
-}
-
-// claim takes a live spare for runtime rt and asks for a replacement. When
-// none is ready but one is being made, it waits for that one (bounded by
-// ctx). It returns nil when rt has no spare coming.
-func (b *Backend) claim(ctx context.Context, rt string) *spare {
-	ss := &b.spares
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	for !ss.closed {
-		for len(ss.ready[rt]) > 0 {
-			l := ss.ready[rt]
-			s := l[len(l)-1]
-			ss.ready[rt] = l[:len(l)-1]
-			if s.exited() {
-				go s.discard(b)
-				continue
-			}
-			b.replenishLocked(rt)
-			return s
-		}
-		pending := ss.pending[rt]
-		b.replenishLocked(rt)
-		if pending == 0 {
-			return nil
-		}
-		added := ss.added
-		ss.mu.Unlock()
-		select {
-		case <-added:
-		case <-ctx.Done():
-			ss.mu.Lock()
-			return nil
-		}
-		ss.mu.Lock()
-	}
-	return nil
 }
 
 // exited reports whether the spare's task has exited (died idle).
@@ -143,36 +72,14 @@ func (s *spare) exited() bool {
 	}
 }
 
-// replenishLocked starts provisioning until rt has Spares spares ready or
-// on the way. Called with spares.mu held.
-func (b *Backend) replenishLocked(rt string) {
-	ss := &b.spares
-	if ss.ready == nil {
-		ss.ready = map[string][]*spare{}
-		ss.pending = map[string]int{}
-		ss.added = make(chan struct{})
-	}
-	for !ss.closed && len(ss.ready[rt])+ss.pending[rt] < b.opts.Spares {
-		ss.pending[rt]++
-		ss.wg.Add(1)
-		go func() {
-			defer ss.wg.Done()
-			s, err := b.provision(rt)
-			ss.mu.Lock()
-			ss.pending[rt]--
-			if err == nil && !ss.closed {
-				ss.ready[rt] = append(ss.ready[rt], s)
-				s = nil
-			}
-			ss.notifyLocked()
-			ss.mu.Unlock()
-			if err != nil {
-				b.log.Warn("make a spare container", "runtime", rt, "err", err)
-			}
-			if s != nil {
-				s.discard(b)
-			}
-		}()
+// initSpares sets up the backend's spare set.
+func (b *Backend) initSpares() {
+	b.spares = &spares.Set[*spare]{
+		Size:    b.opts.Spares,
+		Make:    b.provision,
+		Discard: func(s *spare) { s.discard(b) },
+		Dead:    (*spare).exited,
+		Log:     b.log,
 	}
 }
 
@@ -241,8 +148,8 @@ func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions)
 		return nil, nil
 	}
 	start := time.Now()
-	s := b.claim(ctx, spec.Runtime)
-	if s == nil {
+	s, ok := b.spares.Claim(ctx, spec.Runtime)
+	if !ok {
 		return nil, nil
 	}
 	discard := func(err error) (sandbox.Instance, error) {
