@@ -115,6 +115,11 @@ type Process struct {
 	// cgroup, uid and a started Python host, waiting for a function) are
 	// kept ready per Python or Node runtime; 0 makes every sandbox on demand.
 	Provisioned int `yaml:"provisioned" json:"provisioned"`
+	// Zygote makes Python cold starts that find no pre-provisioned sandbox
+	// fork from a pre-initialised interpreter (one root zygote per Python
+	// runtime) straight into a fresh sandbox, instead of starting a new
+	// interpreter.
+	Zygote bool `yaml:"zygote" json:"zygote"`
 	// TmpSize is the size of each instance's private writable /tmp (tmpfs).
 	TmpSize function.Size `yaml:"tmp_size" json:"tmp_size"`
 	// UIDBase and UIDCount give the range [UIDBase, UIDBase+UIDCount) of
@@ -249,6 +254,7 @@ func Default() Config {
 			CPULimit:       1000,
 			PidsLimit:      64,
 			Provisioned:    2,
+			Zygote:         true,
 			TmpSize:        64 << 20,
 			UIDBase:        200000,
 			UIDCount:       10000,

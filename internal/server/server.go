@@ -128,6 +128,7 @@ func Run(ctx context.Context, o Options) error {
 		Launcher:       launcher,
 		Conn:           runtime.ConnOptions{LogLimit: int(cfg.Store.LogLimit)},
 		Provisioned:    cfg.Process.Provisioned,
+		Zygote:         cfg.Process.Zygote,
 		StageDir:       filepath.Join(dataDir, "stage"),
 	}, log.With("mode", function.ModeProcess))
 	if err == nil {

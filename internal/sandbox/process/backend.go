@@ -18,6 +18,7 @@ import (
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
+	"github.com/wisp-faas/wisp/internal/sandbox/spares"
 )
 
 // Isolation levels.
@@ -73,6 +74,10 @@ type Config struct {
 	// sandboxes mount at /code before they know their function. Required
 	// when Provisioned > 0.
 	StageDir string
+	// Zygote makes Python cold starts that find no pre-provisioned
+	// sandbox fork from a pre-initialised interpreter of their runtime
+	// into a fresh sandbox, instead of starting one. See zygote.go.
+	Zygote bool
 }
 
 // Backend is the process execution mode. It is safe for concurrent use.
@@ -85,7 +90,8 @@ type Backend struct {
 	cg  *cgroup.Manager
 	seq atomic.Uint64 // for probe sandbox ids
 
-	spares spareSet // pre-provisioned sandboxes; see provision.go
+	spares  *spares.Set[*spare] // pre-provisioned sandboxes; see provision.go
+	zygotes zygoteSet           // Python zygotes; see zygote.go
 }
 
 var _ sandbox.Backend = (*Backend)(nil)
@@ -125,7 +131,9 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 	if err := checkNamespaceTypes(cfg.NamespaceTypes); err != nil {
 		return nil, fmt.Errorf("process backend: %w", err)
 	}
-	return &Backend{cfg: cfg, log: log, uids: newUIDPool(cfg.UIDBase, cfg.UIDCount)}, nil
+	b := &Backend{cfg: cfg, log: log, uids: newUIDPool(cfg.UIDBase, cfg.UIDCount)}
+	b.initSpares()
+	return b, nil
 }
 
 // Name returns "process".
@@ -227,7 +235,8 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 // parent too. For tests and uninstalls; the backend creates the parent
 // again if used afterwards.
 func (b *Backend) Destroy(ctx context.Context) error {
-	b.spares.closeAll(b)
+	b.spares.Close()
+	b.zygotes.closeAll()
 	b.mu.Lock()
 	cg := b.cg
 	b.cg = nil
@@ -286,6 +295,12 @@ func (b *Backend) Start(ctx context.Context, opts sandbox.StartOptions) (sandbox
 		return fail(err)
 	}
 	if inst, err := b.startFromSpare(ctx, opts); inst != nil || err != nil {
+		if err != nil {
+			return fail(err)
+		}
+		return inst, nil
+	}
+	if inst, err := b.startFromZygote(ctx, cg, opts); inst != nil || err != nil {
 		if err != nil {
 			return fail(err)
 		}

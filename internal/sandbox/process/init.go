@@ -122,8 +122,10 @@ func runInit(fdArg string) int {
 	if err := buildRoot(cfg); err != nil {
 		return s.fail(err)
 	}
-	if err := dropPrivileges(cfg, fd); err != nil {
-		return s.fail(err)
+	if !cfg.KeepRoot { // a zygote drops privileges in each child instead
+		if err := dropPrivileges(cfg, fd); err != nil {
+			return s.fail(err)
+		}
 	}
 	if err := unix.Chdir("/tmp"); err != nil {
 		return s.fail(fmt.Errorf("chdir /tmp: %w", err))

@@ -31,13 +31,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/sandbox/cgroup"
+	"github.com/wisp-faas/wisp/internal/sandbox/spares"
 	"github.com/wisp-faas/wisp/internal/sandbox/stage"
 )
 
@@ -55,40 +55,6 @@ func (s *spare) discard(b *Backend) {
 	_ = os.RemoveAll(s.stage)
 }
 
-// spareSet holds the spares of a backend by runtime name. mu guards all.
-type spareSet struct {
-	mu      sync.Mutex
-	ready   map[string][]*spare
-	pending map[string]int
-	closed  bool
-	wg      sync.WaitGroup
-	// added is closed (and replaced) whenever a spare becomes ready or a
-	// provisioning attempt ends, to wake claims waiting for one.
-	added chan struct{}
-}
-
-func (ss *spareSet) notifyLocked() {
-	if ss.added != nil {
-		close(ss.added)
-	}
-	ss.added = make(chan struct{})
-}
-
-func (ss *spareSet) closeAll(b *Backend) {
-	ss.mu.Lock()
-	ss.closed = true
-	var all []*spare
-	for _, l := range ss.ready {
-		all = append(all, l...)
-	}
-	ss.ready = nil
-	ss.mu.Unlock()
-	ss.wg.Wait() // provisioning in flight sees closed and discards its spare
-	for _, s := range all {
-		s.discard(b)
-	}
-}
-
 // fits reports whether a spare can serve spec.
 func (b *Backend) fits(spec *function.Spec) bool {
 	return b.cfg.Provisioned > 0 && b.cfg.StageDir != "" && b.cfg.RuntimeDir != "" &&
@@ -97,76 +63,21 @@ func (b *Backend) fits(spec *function.Spec) bool {
 		int64(spec.Memory) >= 2*b.cfg.TmpSize
 }
 
-// claim takes a live spare for runtime rt and asks for a replacement. When
-// none is ready but one is being made, it waits for that one (bounded by
-// ctx): it will be ready sooner than a sandbox started now, and starting
-// both would only slow each other down. It returns nil when rt has no
-// spare coming (the first call of a runtime, or provisioning is failing).
-func (b *Backend) claim(ctx context.Context, rt string) *spare {
-	ss := &b.spares
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	for !ss.closed {
-		for len(ss.ready[rt]) > 0 {
-			l := ss.ready[rt]
-			s := l[len(l)-1]
-			ss.ready[rt] = l[:len(l)-1]
+// initSpares sets up the backend's spare set.
+func (b *Backend) initSpares() {
+	b.spares = &spares.Set[*spare]{
+		Size:    b.cfg.Provisioned,
+		Make:    b.provision,
+		Discard: func(s *spare) { s.discard(b) },
+		Dead: func(s *spare) bool {
 			select {
 			case <-s.sb.Exited():
-				go s.discard(b) // died idle
+				return true
 			default:
-				b.replenishLocked(rt)
-				return s
+				return false
 			}
-		}
-		pending := ss.pending[rt]
-		b.replenishLocked(rt)
-		if pending == 0 {
-			return nil
-		}
-		added := ss.added
-		ss.mu.Unlock()
-		select {
-		case <-added:
-		case <-ctx.Done():
-			ss.mu.Lock()
-			return nil
-		}
-		ss.mu.Lock()
-	}
-	return nil
-}
-
-// replenishLocked starts provisioning until rt has Provisioned spares ready
-// or on the way. Called with spares.mu held.
-func (b *Backend) replenishLocked(rt string) {
-	ss := &b.spares
-	if ss.ready == nil {
-		ss.ready = map[string][]*spare{}
-		ss.pending = map[string]int{}
-		ss.added = make(chan struct{})
-	}
-	for !ss.closed && len(ss.ready[rt])+ss.pending[rt] < b.cfg.Provisioned {
-		ss.pending[rt]++
-		ss.wg.Add(1)
-		go func() {
-			defer ss.wg.Done()
-			s, err := b.provision(rt)
-			ss.mu.Lock()
-			ss.pending[rt]--
-			if err == nil && !ss.closed {
-				ss.ready[rt] = append(ss.ready[rt], s)
-				s = nil
-			}
-			ss.notifyLocked()
-			ss.mu.Unlock()
-			if err != nil {
-				b.log.Warn("pre-provision a sandbox", "runtime", rt, "err", err)
-			}
-			if s != nil {
-				s.discard(b)
-			}
-		}()
+		},
+		Log: b.log,
 	}
 }
 
@@ -236,8 +147,8 @@ func (b *Backend) startFromSpare(ctx context.Context, opts sandbox.StartOptions)
 		return nil, nil
 	}
 	start := time.Now() // a claim may wait for a spare being made
-	s := b.claim(ctx, spec.Runtime)
-	if s == nil {
+	s, ok := b.spares.Claim(ctx, spec.Runtime)
+	if !ok {
 		return nil, nil
 	}
 	discard := func(err error) (sandbox.Instance, error) {

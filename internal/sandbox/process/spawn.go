@@ -102,6 +102,11 @@ type SpawnConfig struct {
 	// Stdout and Stderr receive the sandbox's output (the instance's log
 	// stream); nil discards it.
 	Stdout, Stderr io.Writer
+
+	// keepRoot leaves the program root with every capability, for a
+	// zygote (zygote.go), which makes the sandboxes of its children and
+	// drops privileges in each of them. UID and GID may then be 0.
+	keepRoot bool
 }
 
 // SetupError is a failure of the sandbox init before it handed over to the
@@ -121,7 +126,8 @@ func (e *SetupError) Unwrap() error { return errdefs.ErrUnavailable }
 // Sandbox is a running sandbox. Its methods are safe for concurrent use.
 type Sandbox struct {
 	id    string
-	cmd   *exec.Cmd
+	cmd   *exec.Cmd    // nil for a sandbox forked by a zygote
+	zc    *zygoteChild // set instead of cmd for a sandbox forked by a zygote
 	group *cgroup.Group
 
 	exited  chan struct{} // closed once cmd.Wait returned
@@ -151,6 +157,7 @@ type initConfig struct {
 	NewUTS     bool                `json:"new_uts"`
 	NewCgroup  bool                `json:"new_cgroup"`
 	Seccomp    bool                `json:"seccomp"`
+	KeepRoot   bool                `json:"keep_root,omitempty"`
 }
 
 // initMsg is what the init reports back: Stage "ready" just before it execs
@@ -197,7 +204,7 @@ func (cfg *SpawnConfig) validate() error {
 		return errdefs.Invalidf("set exactly one of Argv and ExecHost", "nothing to run")
 	case cfg.Cgroups == nil:
 		return errdefs.Invalidf("pass a cgroup.Manager", "no cgroup manager")
-	case cfg.UID <= 0 || cfg.GID <= 0:
+	case (cfg.UID <= 0 || cfg.GID <= 0) && !cfg.keepRoot:
 		return errdefs.Invalidf("allocate an unprivileged uid and gid", "uid %d, gid %d: a sandbox never runs as root", cfg.UID, cfg.GID)
 	case cfg.Network != "" && cfg.Network != "none" && cfg.Network != "host":
 		return errdefs.Invalidf("use none or host", "unknown network %q", cfg.Network)
@@ -265,6 +272,7 @@ func (cfg *SpawnConfig) initConfig() (uintptr, *initConfig, error) {
 		NewUTS:     newUTS,
 		NewCgroup:  newCgroup,
 		Seccomp:    cfg.Seccomp,
+		KeepRoot:   cfg.keepRoot,
 	}, nil
 }
 
@@ -419,7 +427,12 @@ func (s *Sandbox) awaitInit(sock *os.File) error {
 func (s *Sandbox) ID() string { return s.id }
 
 // Pid returns the host pid of the sandbox's PID 1 (the program after exec).
-func (s *Sandbox) Pid() int { return s.cmd.Process.Pid }
+func (s *Sandbox) Pid() int {
+	if s.zc != nil {
+		return s.zc.pid
+	}
+	return s.cmd.Process.Pid
+}
 
 // Exited is closed once PID 1 of the sandbox has exited and been reaped.
 func (s *Sandbox) Exited() <-chan struct{} { return s.exited }
@@ -439,6 +452,9 @@ func (s *Sandbox) Reason() string {
 	default:
 		return "running"
 	}
+	if s.zc != nil {
+		return s.zc.reason()
+	}
 	ps := s.cmd.ProcessState
 	if ps == nil {
 		return fmt.Sprintf("failed: %v", s.waitErr)
@@ -455,9 +471,15 @@ func (s *Sandbox) Reason() string {
 
 // Kill sends SIGKILL to the sandbox. Killing PID 1 of the PID namespace
 // takes every process in it down; the cgroup kill catches processes of a
-// sandbox without its own PID namespace. It does not wait.
+// sandbox without its own PID namespace. It does not wait (for a zygote's
+// child, at most 100 ms for the zygote to report its exit).
 func (s *Sandbox) Kill() error {
-	err := s.cmd.Process.Kill()
+	var err error
+	if s.zc != nil {
+		err = s.zc.kill()
+	} else {
+		err = s.cmd.Process.Kill()
+	}
 	if errors.Is(err, os.ErrProcessDone) {
 		err = nil
 	}

@@ -112,6 +112,33 @@ func Install() error {
 	return nil
 }
 
+// Programs returns the filters Install loads, in order (the policy, then
+// the ABI guard), assembled to raw BPF, for a process that installs them
+// itself (the Python zygote's children do, through prctl/seccomp).
+func Programs() ([][]bpf.RawInstruction, error) {
+	p, err := Policy()
+	if err != nil {
+		return nil, err
+	}
+	policy, err := p.Assemble()
+	if err != nil {
+		return nil, fmt.Errorf("assemble seccomp policy: %w", err)
+	}
+	guard, err := archGuard()
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: %w", err)
+	}
+	var out [][]bpf.RawInstruction
+	for _, prog := range [][]bpf.Instruction{policy, guard} {
+		raw, err := bpf.Assemble(prog)
+		if err != nil {
+			return nil, fmt.Errorf("assemble seccomp filter: %w", err)
+		}
+		out = append(out, raw)
+	}
+	return out, nil
+}
+
 // archGuard is a second filter that kills the process on a system call
 // made through a foreign ABI (on amd64, int 0x80 into the i386 table). The
 // policy above only checks the native ABI's numbers and lets other ABIs

@@ -453,49 +453,46 @@ def _load_error(e, code_dir):
     return "%s (%s line %s)" % (msg, fn, lineno)
 
 
-def main(argv):
-    global _LOG_LIMIT, _CONCURRENCY
-    # host.py --wait: a pre-provisioned sandbox. The interpreter starts
-    # before any function is known, says {"idle": true}, and waits for one
-    # load frame {"load": {"code_dir", "handler", "env"}} that binds it to
-    # a function; from there on it is an ordinary host.
-    wait = len(argv) == 2 and argv[1] == "--wait"
-    if not wait and len(argv) != 3:
-        sys.stderr.write("usage: host.py CODE_DIR HANDLER_FILE | host.py --wait\n")
-        return 2
-
-    # Take the channel off fds 3 and 4 so that files the handler opens cannot
-    # land there by accident; dup'ed fds are not inherited by subprocesses.
+def open_channel():
+    """Takes the channel off fds 3 and 4 (so that files the handler opens
+    cannot land there by accident; dup'ed fds are not inherited by
+    subprocesses) and returns it, or None when they are not open."""
     try:
         rfd, wfd = os.dup(3), os.dup(4)
         os.close(3)
         os.close(4)
     except OSError as e:
         sys.stderr.write("wisp host: channel fds 3 and 4 are not open: %s\n" % e)
-        return 2
-    channel = _Channel(rfd, wfd)
+        return None
+    return _Channel(rfd, wfd)
 
-    signal.signal(signal.SIGTERM, lambda signum, frame: _exit(0))
 
-    t_load = _T0
-    if wait:
+def await_load(channel, announce):
+    """Waits for the one load frame {"load": {"code_dir", "handler", "env"}}
+    that binds a waiting host to a function, applies its environment and
+    returns (code_dir, handler_file, t_load). announce sends the idle frame
+    first (pre-provisioned sandboxes: the worker waits for it; a zygote's
+    child does not, its worker learnt the pid from the zygote). The host
+    exits when the channel closes first."""
+    global _LOG_LIMIT, _CONCURRENCY
+    if announce:
         channel.send({"idle": True, "pid": os.getpid()})
-        load = None
-        for h, _ in channel.frames():
-            load = h.get("load")
-            break
-        if not load:
-            _exit(0)  # closed before a function claimed it, or not a load frame
-        t_load = time.perf_counter()
-        os.environ.update(load.get("env") or {})
-        _LOG_LIMIT = _int_env("WISP_LOG_LIMIT", 64 << 10)
-        _CONCURRENCY = _int_env("WISP_CONCURRENCY", 1)
-        code_dir = os.path.abspath(load["code_dir"])
-        handler_file = load["handler"]
-    else:
-        code_dir = os.path.abspath(argv[1])
-        handler_file = argv[2]
+    load = None
+    for h, _ in channel.frames():
+        load = h.get("load")
+        break
+    if not load:
+        _exit(0)  # closed before a function claimed it, or not a load frame
+    t_load = time.perf_counter()
+    os.environ.update(load.get("env") or {})
+    _LOG_LIMIT = _int_env("WISP_LOG_LIMIT", 64 << 10)
+    _CONCURRENCY = _int_env("WISP_CONCURRENCY", 1)
+    return os.path.abspath(load["code_dir"]), load["handler"], t_load
 
+
+def run(channel, code_dir, handler_file, t_load):
+    """Loads the handler, sends the ready frame and serves calls until the
+    worker closes the channel. Never returns."""
     for real in (sys.stdout, sys.stderr):
         try:
             real.reconfigure(line_buffering=True)
@@ -549,6 +546,29 @@ def main(argv):
             serve(h, body)
     # End of input: the worker closed the channel.
     _exit(0)
+
+
+def main(argv):
+    # host.py --wait: a pre-provisioned sandbox. The interpreter starts
+    # before any function is known, says {"idle": true}, and waits for one
+    # load frame {"load": {"code_dir", "handler", "env"}} that binds it to
+    # a function; from there on it is an ordinary host. (zygote.py's
+    # children take the same path through await_load and run.)
+    wait = len(argv) == 2 and argv[1] == "--wait"
+    if not wait and len(argv) != 3:
+        sys.stderr.write("usage: host.py CODE_DIR HANDLER_FILE | host.py --wait\n")
+        return 2
+    channel = open_channel()
+    if channel is None:
+        return 2
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: _exit(0))
+
+    if wait:
+        code_dir, handler_file, t_load = await_load(channel, announce=True)
+    else:
+        code_dir, handler_file, t_load = os.path.abspath(argv[1]), argv[2], _T0
+    run(channel, code_dir, handler_file, t_load)
 
 
 if __name__ == "__main__":
