@@ -184,7 +184,7 @@ func newListCmd(g *globals) *cobra.Command {
 			tw := g.table("NAME", "RUNTIME", "MODE", "VERSION", "INSTANCES", "KEEP_ALIVE", "MEMORY", "UPDATED")
 			for _, f := range fns {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d idle, %d busy\t%s\t%s\t%s\n", f.Name, f.Spec.Runtime, f.Spec.ExecutionMode,
-					f.Version, f.Instances.Idle, f.Instances.Busy, f.Spec.KeepAlive, f.Spec.Memory, age(f.UpdatedAt))
+					f.Version, f.Instances.Idle, f.Instances.Busy, f.Spec.KeepAliveString(), f.Spec.Memory, age(f.UpdatedAt))
 			}
 			return tw.Flush()
 		},
@@ -210,7 +210,7 @@ func newGetCmd(g *globals) *cobra.Command {
 				{"name", f.Name}, {"version", fmt.Sprint(f.Version)}, {"code", fmt.Sprintf("%s (%d bytes)", shortDigest(f.Digest), f.CodeSize)},
 				{"runtime", s.Runtime}, {"handler", s.Handler}, {"execution_mode", s.ExecutionMode},
 				{"timeout", s.Timeout.String()}, {"memory", s.Memory.String()}, {"cpu", s.CPU.String()}, {"pids", fmt.Sprint(s.Pids)},
-				{"keep_alive", s.KeepAlive.String()}, {"max_instances", fmt.Sprint(s.MaxInstances)},
+				{"keep_alive", s.KeepAliveString()}, {"max_instances", fmt.Sprint(s.MaxInstances)},
 				{"concurrency", fmt.Sprint(s.Concurrency)}, {"network", s.Network},
 				{"environment", strings.Join(envNames(s.Environment), ", ")},
 				{"instances", fmt.Sprintf("%d starting, %d idle, %d busy, %d queued", f.Instances.Starting, f.Instances.Idle, f.Instances.Busy, f.Instances.Queued)},

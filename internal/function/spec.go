@@ -66,10 +66,18 @@ type Spec struct {
 	CPU           MilliCPU `yaml:"cpu" json:"cpu"`
 	Pids          int      `yaml:"pids" json:"pids"`
 	KeepAlive     Duration `yaml:"keep_alive" json:"keep_alive"`
-	MaxInstances  int      `yaml:"max_instances" json:"max_instances"`
-	Concurrency   int      `yaml:"concurrency" json:"concurrency"`
-	Network       string   `yaml:"network" json:"network"`
-	Environment   EnvList  `yaml:"environment,omitempty" json:"environment,omitempty"`
+	// KeepAliveAuto is set by `keep_alive: auto`: the scheduler learns the
+	// keep-alive and pre-warm windows from the function's idle times
+	// (internal/keepalive) and uses KeepAlive (then the server default,
+	// execution.warm_instance_ttl) as the fixed fallback while it has not
+	// learned enough. `keep_alive_auto: true` beside `keep_alive: 2m` says
+	// the same with a fallback of 2m; it is also how the stored spec keeps
+	// the setting.
+	KeepAliveAuto bool    `yaml:"keep_alive_auto,omitempty" json:"keep_alive_auto,omitempty"`
+	MaxInstances  int     `yaml:"max_instances" json:"max_instances"`
+	Concurrency   int     `yaml:"concurrency" json:"concurrency"`
+	Network       string  `yaml:"network" json:"network"`
+	Environment   EnvList `yaml:"environment,omitempty" json:"environment,omitempty"`
 	// Image is the OCI image a container function runs on (a reference,
 	// "docker.io/library/python:3.11-slim", or an image imported with wisp
 	// image import); "" means the runtime's base image built locally.
@@ -172,6 +180,19 @@ func Parse(data []byte, base Baseline) (*Spec, error) {
 			return nil, errdefs.Invalidf("check the YAML syntax", "function spec: %v", err)
 		}
 	}
+	// keep_alive: auto is not a duration: take it out of the document (so
+	// that keep_alive keeps its default, the fallback) and remember it.
+	auto := false
+	if v, ok := probe[keepAliveField]; ok && v.Kind == yaml.ScalarNode && isAuto(v.Value) {
+		b, err := dropYAMLKey(data, keepAliveField)
+		if err != nil {
+			return nil, fmt.Errorf("function spec: %w", err)
+		}
+		data, probe, auto = b, nil, true
+		if err := yaml.Unmarshal(data, &probe); err != nil {
+			return nil, errdefs.Invalidf("check the YAML syntax", "function spec: %v", err)
+		}
+	}
 	decode := func(base Baseline) (Spec, error) {
 		s := Defaults(base)
 		dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -181,8 +202,11 @@ func Parse(data []byte, base Baseline) (*Spec, error) {
 			if errors.As(err, &le) {
 				for k, v := range probe {
 					if v.Line == le.Line {
-						return s, errdefs.Invalidf("see the function spec reference in the README",
-							"field %s: %v", k, le.Err)
+						hint := "see the function spec reference in the README"
+						if k == keepAliveField {
+							hint = "write a duration like 10m, 0 for a fresh instance per call, or auto to learn it from the function's idle times"
+						}
+						return s, errdefs.Invalidf(hint, "field %s: %v", k, le.Err)
 					}
 				}
 			}
@@ -208,6 +232,9 @@ func Parse(data []byte, base Baseline) (*Spec, error) {
 			return nil, err
 		}
 	}
+	if auto {
+		s.KeepAliveAuto = true
+	}
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
@@ -216,6 +243,19 @@ func Parse(data []byte, base Baseline) (*Spec, error) {
 
 // ParseJSON decodes a JSON spec over the defaults and validates it.
 func ParseJSON(data []byte, base Baseline) (*Spec, error) {
+	auto := false
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(data, &fields) == nil {
+		var v string
+		if raw, ok := fields[keepAliveField]; ok && json.Unmarshal(raw, &v) == nil && isAuto(v) {
+			delete(fields, keepAliveField)
+			b, err := json.Marshal(fields)
+			if err != nil {
+				return nil, fmt.Errorf("function spec: %w", err)
+			}
+			data, auto = b, true
+		}
+	}
 	decode := func(base Baseline) (Spec, error) {
 		s := Defaults(base)
 		dec := json.NewDecoder(bytes.NewReader(data))
@@ -235,10 +275,50 @@ func ParseJSON(data []byte, base Baseline) (*Spec, error) {
 			return nil, err
 		}
 	}
+	if auto {
+		s.KeepAliveAuto = true
+	}
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
 	return &s, nil
+}
+
+// keepAliveField is the spec field that accepts "auto" besides a duration.
+const keepAliveField = "keep_alive"
+
+// KeepAliveAutoValue is the keep_alive value that turns on the adaptive
+// policy.
+const KeepAliveAutoValue = "auto"
+
+func isAuto(v string) bool { return strings.EqualFold(strings.TrimSpace(v), KeepAliveAutoValue) }
+
+// dropYAMLKey re-encodes a YAML mapping document without key.
+func dropYAMLKey(data []byte, key string) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return data, nil
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content = append(m.Content[:i], m.Content[i+2:]...)
+			break
+		}
+	}
+	return yaml.Marshal(&doc)
+}
+
+// KeepAliveString renders the keep-alive as a user wrote it: "10m0s", or
+// "auto (fallback 10m0s)".
+func (s *Spec) KeepAliveString() string {
+	if s.KeepAliveAuto {
+		return KeepAliveAutoValue + " (fallback " + s.KeepAlive.String() + ")"
+	}
+	return s.KeepAlive.String()
 }
 
 var (

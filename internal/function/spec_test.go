@@ -1,12 +1,15 @@
 package function
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
 )
@@ -284,4 +287,99 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse returned a spec that does not validate: %v", err)
 		}
 	})
+}
+
+// keep_alive: auto turns on the adaptive policy; keep_alive keeps its
+// default (the fallback) unless keep_alive_auto is set beside a duration.
+func TestKeepAliveAuto(t *testing.T) {
+	ka := 30 * time.Second
+	base := Baseline{KeepAlive: &ka}
+	const head = "name: a\nruntime: exec\nhandler: cat\n"
+	tests := []struct {
+		name     string
+		spec     string
+		json     bool // ParseJSON instead of Parse
+		wantAuto bool
+		wantKA   time.Duration
+	}{
+		{"yaml auto", head + "keep_alive: auto\n", false, true, ka},
+		{"yaml AUTO quoted", head + "keep_alive: \"AUTO\"\n", false, true, ka},
+		{"yaml fixed", head + "keep_alive: 2m\n", false, false, 2 * time.Minute},
+		{"yaml auto with a fallback", head + "keep_alive: 2m\nkeep_alive_auto: true\n", false, true, 2 * time.Minute},
+		{"seed 003 layout", "function:\n  name: a\n  runtime: exec\n  handler: cat\n  keep_alive: auto\n", false, true, ka},
+		{"json auto", `{"name":"a","runtime":"exec","handler":"cat","keep_alive":"auto"}`, true, true, ka},
+		{"json read as yaml", `{"name":"a","runtime":"exec","handler":"cat","keep_alive":"auto"}`, false, true, ka},
+		{"json fixed number", `{"name":"a","runtime":"exec","handler":"cat","keep_alive":0}`, true, false, 0},
+		{"json stored form", `{"name":"a","runtime":"exec","handler":"cat","keep_alive":"1m0s","keep_alive_auto":true}`, true, true, time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parse := Parse
+			if tt.json {
+				parse = ParseJSON
+			}
+			s, err := parse([]byte(tt.spec), base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.KeepAliveAuto != tt.wantAuto || s.KeepAlive.D() != tt.wantKA {
+				t.Fatalf("auto=%v keep_alive=%s, want %v %s", s.KeepAliveAuto, s.KeepAlive, tt.wantAuto, tt.wantKA)
+			}
+		})
+	}
+}
+
+func TestKeepAliveAutoRoundTrip(t *testing.T) {
+	s, err := Parse([]byte("name: a\nruntime: exec\nhandler: cat\nkeep_alive: auto\n"), Baseline{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Spec
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !back.KeepAliveAuto || back.KeepAlive.D() != DefaultKeepAlive {
+		t.Fatalf("after a JSON round trip: %s", b)
+	}
+	if got := back.KeepAliveString(); got != "auto (fallback 10m0s)" {
+		t.Fatalf("KeepAliveString() = %q", got)
+	}
+	y, err := yaml.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse(y, Baseline{})
+	if err != nil {
+		t.Fatalf("re-parse %s: %v", y, err)
+	}
+	if !again.KeepAliveAuto {
+		t.Fatalf("after a YAML round trip: %s", y)
+	}
+}
+
+// Errors still name the field, also in a document that says auto.
+func TestKeepAliveAutoErrors(t *testing.T) {
+	const head = "name: a\nruntime: exec\nhandler: cat\n"
+	tests := []struct{ name, spec, field string }{
+		{"not a duration nor auto", head + "keep_alive: automatic\n", "field keep_alive"},
+		{"another field after auto", head + "keep_alive: auto\nmemory: lots\n", "field memory"},
+		{"another field before auto", head + "timeout: soon\nkeep_alive: auto\n", "field timeout"},
+		{"unknown field beside auto", head + "keep_alive: auto\nkeepalive: 1m\n", "keepalive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.spec), Baseline{})
+			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.field) {
+				t.Fatalf("err = %v, want ErrInvalid naming %q", err, tt.field)
+			}
+		})
+	}
+	_, err := ParseJSON([]byte(`{"name":"a","runtime":"exec","handler":"cat","keep_alive":"sometimes"}`), Baseline{})
+	if !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("json: err = %v, want ErrInvalid", err)
+	}
 }

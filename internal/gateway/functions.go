@@ -152,7 +152,7 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string,
 		return
 	}
 	g.catalog.set(t)
-	g.cfg.Cache.Purge(t.Name) // the old version's results are unreachable now; free them
+	g.cfg.Cache.Purge(t.Name)        // the old version's results are unreachable now; free them
 	g.sched.Forget(stored.Spec.Name) // retire the old version's pool; its calls in flight finish
 	g.gc(ctx)
 	g.log.Info("function deployed", "function", stored.Spec.Name, "version", stored.Version, "digest", stored.CodeDigest)

@@ -10,6 +10,13 @@
 // whichever call has waited longest, so a burst of N calls against a cold
 // function starts at most min(N, max_instances) instances.
 //
+// keep_alive: auto (adaptive.go, internal/keepalive) learns each function's
+// idle times: an idle instance stays for the policy's keep-alive window,
+// and when the policy predicts the next call far enough ahead, instances
+// unload right after a call and one is started in the background just
+// before the call is expected (pre-warm). What was learned carries over to
+// the next version's pool.
+//
 // Redeploying a function creates a pool for the new version; the old pool is
 // retired: it takes no new calls, its idle instances close at once and busy
 // ones close when their calls finish, so calls in flight are not dropped.
@@ -18,7 +25,7 @@
 // guards the pools map, the closed flag and the live digest counts; each
 // pool's mu guards its instance lists, waiter queue and counters. The only
 // order is Scheduler.mu, then a pool's mu (poolFor retires the old pool
-// while holding Scheduler.mu); no code takes Scheduler.mu while holding a
-// pool's mu. Instance starts and closes run in goroutines tracked by
+// while holding Scheduler.mu), then a keep_alive auto policy's own lock; no
+// code takes Scheduler.mu while holding a pool's mu. Instance starts and closes run in goroutines tracked by
 // Scheduler.bg, outside both locks.
 package scheduler

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/keepalive"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 )
 
@@ -19,7 +20,10 @@ type instance struct {
 	busy     int       // calls in flight on it
 	calls    int       // calls it has taken
 	lastUsed time.Time // when it last went idle
-	gone     bool      // removed from the pool (dead, evicted or closing)
+	// ttl is how long it may stay idle from lastUsed: the pool's keep_alive,
+	// or with keep_alive auto the policy's window when it went idle.
+	ttl  time.Duration
+	gone bool // removed from the pool (dead, evicted or closing)
 }
 
 type lease struct {
@@ -40,9 +44,13 @@ type pool struct {
 	s         *Scheduler
 	target    *Target
 	backend   sandbox.Backend
-	keepAlive time.Duration
+	keepAlive time.Duration // fixed keep-alive; with policy, its fallback
 	maxInst   int
 	conc      int
+	// policy learns the function's idle times (keep_alive: auto); nil for
+	// a fixed keep-alive. It is shared with the pools of the function's
+	// other versions and has its own lock, taken after mu, never before.
+	policy *keepalive.Policy
 
 	ctx    context.Context // cancelled on shutdown; parent of instance starts
 	cancel context.CancelFunc
@@ -55,11 +63,20 @@ type pool struct {
 	waiters  []*waiter
 	retired  bool // replaced by a newer version or deleted: close instances when idle
 	down     bool // shut down: close everything, refuse waiters
+	// prewarm is the pending pre-warm of a keep_alive auto pool (nil when
+	// none); prewarmGen tells a timer that fired after being replaced or
+	// cancelled that it is stale.
+	prewarm    *time.Timer
+	prewarmGen uint64
+	lastStart  time.Duration // the last instance start's duration
 }
 
+// newPool returns the pool of t. It is called with s.mu held (poolFor), so it
+// may read s.pools: a keep_alive auto function keeps the policy, and so the
+// idle times learned, of its previous version's pool.
 func newPool(s *Scheduler, t *Target, b sandbox.Backend) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{
+	p := &pool{
 		s:         s,
 		target:    t,
 		backend:   b,
@@ -70,19 +87,47 @@ func newPool(s *Scheduler, t *Target, b sandbox.Backend) *pool {
 		cancel:    cancel,
 		all:       make(map[*instance]struct{}),
 	}
+	if t.Spec.KeepAliveAuto {
+		if old := s.pools[t.Name]; old != nil && old.policy != nil {
+			p.policy = old.policy
+			p.policy.SetFallback(p.keepAlive)
+		} else {
+			p.policy = keepalive.New(policyConfig(p.keepAlive))
+		}
+	}
+	return p
 }
 
 // capacity is how many calls one instance may take at once. With
 // keep_alive 0 an instance serves exactly one call in its life.
 func (p *pool) capacity() int {
-	if p.keepAlive == 0 {
+	if p.singleUse() {
 		return 1
 	}
 	return p.conc
 }
 
+// singleUse says whether every instance serves one call only (keep_alive 0).
+// A keep_alive auto pool reuses instances within its window.
+func (p *pool) singleUse() bool { return p.keepAlive == 0 && p.policy == nil }
+
 func (p *pool) acquire(ctx context.Context) (lease, error) {
+	if p.policy == nil {
+		return p.acquireSlot(ctx)
+	}
+	// Every arrival reaches the policy (it measures the idle time since the
+	// function's last call ended); a call refused here ends at once.
+	p.policy.Arrive()
+	l, err := p.acquireSlot(ctx)
+	if err != nil {
+		p.policy.Finish()
+	}
+	return l, err
+}
+
+func (p *pool) acquireSlot(ctx context.Context) (lease, error) {
 	p.mu.Lock()
+	p.cancelPrewarmLocked()
 	if p.down {
 		p.mu.Unlock()
 		return lease{}, ErrClosed
@@ -155,7 +200,7 @@ func (p *pool) takeLocked() *instance {
 	}
 	i.busy++
 	i.calls++
-	if i.busy >= p.capacity() || (p.keepAlive == 0) {
+	if i.busy >= p.capacity() || p.singleUse() {
 		p.avail = p.avail[:len(p.avail)-1]
 	}
 	p.notifyLocked()
@@ -181,12 +226,14 @@ func (p *pool) maybeStartLocked() {
 	for !p.down && p.starting*p.capacity() < len(p.waiters) && len(p.all)+p.starting < p.maxInst {
 		p.starting++
 		p.s.bg.Add(1)
-		go p.start()
+		go p.start(0)
 	}
 	p.notifyLocked()
 }
 
-func (p *pool) start() {
+// start starts one instance. ttl, when positive, is how long it may stay
+// idle once ready (a pre-warm); otherwise the pool's keep-alive applies.
+func (p *pool) start(ttl time.Duration) {
 	defer p.s.bg.Done()
 	id := p.s.newInstanceID(p.target.Name)
 	p.s.refDigest(p.target.Digest, 1)
@@ -213,6 +260,9 @@ func (p *pool) start() {
 	}
 	p.mu.Lock()
 	p.starting--
+	if err == nil {
+		p.lastStart = d
+	}
 	if err != nil {
 		p.s.refDigest(p.target.Digest, -1)
 		p.s.log.Warn("instance start failed", "function", p.target.Name, "instance", id, "err", err)
@@ -228,7 +278,10 @@ func (p *pool) start() {
 		p.s.refDigest(p.target.Digest, -1)
 		return
 	}
-	i := &instance{inst: inst, startDur: d, lastUsed: time.Now()}
+	if ttl <= 0 {
+		ttl = p.idleTTLLocked()
+	}
+	i := &instance{inst: inst, startDur: d, lastUsed: time.Now(), ttl: ttl}
 	p.all[i] = struct{}{}
 	p.avail = append(p.avail, i)
 	p.dispatchLocked(true)
@@ -313,22 +366,57 @@ func (p *pool) closeInstance(i *instance, reason string) {
 // release returns a lease after a call. callErr is the Invoke error: any
 // sandbox failure (crash, timeout) takes the instance out of service.
 func (p *pool) release(l lease, callErr error) {
+	var d keepalive.Decision
+	fnIdle := false
+	if p.policy != nil {
+		d, fnIdle = p.policy.Finish()
+	}
+	p.releaseSlot(l, callErr, d, fnIdle)
+}
+
+// releaseSlot frees a lease's slot. With keep_alive auto, d is the policy's
+// decision and fnIdle says whether the call left the function idle: then,
+// if the decision is to pre-warm, every idle instance is unloaded and one is
+// loaded again d.PreWarm later.
+func (p *pool) releaseSlot(l lease, callErr error, d keepalive.Decision, fnIdle bool) {
 	i := l.inst
 	p.mu.Lock()
 	i.busy--
 	if i.busy == 0 && !i.gone {
 		p.busyN--
 	}
+	auto := p.policy != nil
+	idleNow := i.busy == 0 && len(p.waiters) == 0
+	unload := auto && fnIdle && d.PreWarm > 0 && len(p.waiters) == 0 && !p.retired && !p.down
 	var reason string
 	switch {
 	case i.gone:
 	case callErr != nil:
 		reason = "failed"
-	case p.keepAlive == 0:
+	case p.singleUse():
 		reason = "keep_alive 0"
-	case (p.retired || p.down) && i.busy == 0 && len(p.waiters) == 0:
+	case (p.retired || p.down) && idleNow:
 		reason = "retired"
+	case auto && idleNow && d.Window() == 0:
+		reason = "keep_alive 0" // not yet representative, and the fallback is 0
+	case unload && idleNow:
+		reason = "keep_alive" // unloaded until the pre-warm
 	}
+	var victims []*instance
+	if unload {
+		for _, j := range slices.Clone(p.avail) {
+			if j != i && j.busy == 0 {
+				p.removeLocked(j)
+				victims = append(victims, j)
+			}
+		}
+		p.schedulePrewarmLocked(d)
+	}
+	defer func() {
+		for _, j := range victims {
+			p.closeInstance(j, "keep_alive")
+		}
+	}()
 	if reason != "" && !i.gone {
 		p.removeLocked(i)
 		p.maybeStartLocked()
@@ -343,6 +431,9 @@ func (p *pool) release(l lease, callErr error) {
 	}
 	if i.busy == 0 {
 		i.lastUsed = time.Now()
+		if auto {
+			i.ttl = d.Window()
+		}
 	}
 	// Move to the most-recently-used end of avail.
 	if j := slices.Index(p.avail, i); j >= 0 {
@@ -361,24 +452,29 @@ func (p *pool) putBack(l lease) {
 	p.mu.Lock()
 	i.calls--
 	p.mu.Unlock()
-	p.release(lease{inst: i}, nil)
+	// The waiter's acquire ends the call with the policy itself.
+	var d keepalive.Decision
+	if p.policy != nil {
+		d = p.policy.Decide()
+	}
+	p.releaseSlot(lease{inst: i}, nil, d, false)
 }
 
 func (p *pool) evictIdle(now time.Time) {
-	if p.keepAlive <= 0 {
+	if p.keepAlive <= 0 && p.policy == nil {
 		return
 	}
 	var victims []*instance
 	p.mu.Lock()
 	for _, i := range slices.Clone(p.avail) {
-		if i.busy == 0 && now.Sub(i.lastUsed) >= p.keepAlive {
+		if i.busy == 0 && now.Sub(i.lastUsed) >= i.ttl {
 			p.removeLocked(i)
 			victims = append(victims, i)
 		}
 	}
 	p.mu.Unlock()
 	for _, i := range victims {
-		p.s.log.Debug("evict idle instance", "function", p.target.Name, "instance", i.inst.ID(), "keep_alive", p.keepAlive)
+		p.s.log.Debug("evict idle instance", "function", p.target.Name, "instance", i.inst.ID(), "keep_alive", i.ttl)
 		p.closeInstance(i, "keep_alive")
 	}
 }
@@ -390,6 +486,7 @@ func (p *pool) retire() {
 	var victims []*instance
 	p.mu.Lock()
 	p.retired = true
+	p.cancelPrewarmLocked()
 	if len(p.waiters) == 0 {
 		for _, i := range slices.Clone(p.avail) {
 			if i.busy == 0 {
@@ -408,6 +505,7 @@ func (p *pool) retire() {
 func (p *pool) shutdown() {
 	p.mu.Lock()
 	p.down = true
+	p.cancelPrewarmLocked()
 	for _, w := range p.waiters {
 		w.err = ErrClosed
 		close(w.ch)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/keepalive"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 )
 
@@ -475,6 +477,187 @@ func BenchmarkWarmAcquireRelease(b *testing.B) {
 			if _, err := s.Invoke(context.Background(), tg, req); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// keep_alive auto: an idle instance stays for the fixed fallback until the
+// policy has learned the function's idle times, then for the learned window.
+func TestKeepAliveAutoEvictsAfterLearnedWindow(t *testing.T) {
+	s := time.Second
+	tests := []struct {
+		name     string
+		fallback time.Duration
+		idle     []time.Duration // between consecutive calls
+		// after the last call the instance must still be live at alive and
+		// gone at gone.
+		alive, gone time.Duration
+	}{
+		{
+			name:     "not representative: the fixed fallback",
+			fallback: 10 * time.Minute,
+			idle:     []time.Duration{5 * s, 10 * s},
+			alive:    10*time.Minute - s, gone: 10*time.Minute + 2*s,
+		},
+		{
+			name:     "not representative, fallback 0: closed after each call",
+			fallback: 0,
+			idle:     []time.Duration{5 * s, 10 * s},
+			alive:    -1, gone: 0,
+		},
+		{
+			// head (5th percentile) in bin 0: no pre-warm; tail 20 s bin,
+			// upper edge 21 s +10% -> 24 s.
+			name:     "learned: keep-alive window at the 99th percentile",
+			fallback: 10 * time.Minute,
+			idle: []time.Duration{s / 2, s / 2, 5 * s, 5 * s, 10 * s, 10 * s, 15 * s, 15 * s,
+				20 * s, 20 * s},
+			alive: 23 * s, gone: 26 * s,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := &fakeBackend{}
+				sc := New(Config{EvictInterval: time.Second}, map[string]sandbox.Backend{"process": b}, nil, Observer{})
+				defer sc.Close(context.Background())
+				tg := target("auto", func(sp *function.Spec) {
+					sp.KeepAlive, sp.KeepAliveAuto = function.Duration(tt.fallback), true
+				})
+				call(t, sc, tg)
+				for _, d := range tt.idle {
+					time.Sleep(d)
+					call(t, sc, tg)
+				}
+				t0 := time.Now()
+				if tt.alive >= 0 {
+					time.Sleep(tt.alive)
+					synctest.Wait()
+					if _, live, _ := b.counts(); live != 1 {
+						t.Fatalf("instance gone %s after the last call, want it kept", time.Since(t0))
+					}
+				}
+				time.Sleep(tt.gone - time.Since(t0))
+				synctest.Wait()
+				if _, live, _ := b.counts(); live != 0 {
+					t.Fatalf("instance still live %s after the last call", time.Since(t0))
+				}
+			})
+		})
+	}
+}
+
+// keep_alive auto with a timer-like function: once the policy has learned
+// the period it unloads the instance after each call and pre-warms one just
+// before the next expected call, which then runs warm without a start on its
+// path; a pre-warmed instance no call uses is evicted after its window.
+func TestKeepAliveAutoPreWarm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &fakeBackend{startDelay: 100 * time.Millisecond}
+		sc := New(Config{EvictInterval: time.Second}, map[string]sandbox.Backend{"process": b}, nil, Observer{})
+		defer sc.Close(context.Background())
+		tg := target("timer", func(sp *function.Spec) { sp.KeepAliveAuto = true })
+		const period = time.Minute
+		var cold []bool
+		// 6 calls: 5 idle times, enough to learn (the fallback, 10m,
+		// keeps the instance warm meanwhile).
+		for n := range 6 {
+			if n > 0 {
+				time.Sleep(period)
+			}
+			cold = append(cold, call(t, sc, tg).Cold)
+		}
+		if !cold[0] || slices.Contains(cold[1:], true) {
+			t.Fatalf("cold flags while learning = %v, want only the first cold", cold)
+		}
+		// Learned: idle ~60 s -> pre-warm at 54 s, keep until 68 s.
+		synctest.Wait()
+		if _, live, _ := b.counts(); live != 0 {
+			t.Fatalf("live = %d right after the call, want the instance unloaded until the pre-warm", live)
+		}
+		time.Sleep(50 * time.Second)
+		synctest.Wait()
+		if _, live, _ := b.counts(); live != 0 {
+			t.Fatalf("live = %d 50 s after the call, want 0 before the pre-warm", live)
+		}
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		starts, live, _ := b.counts()
+		if live != 1 {
+			t.Fatalf("live = %d 55 s after the call, want the pre-warmed instance", live)
+		}
+		time.Sleep(period - 55*time.Second)
+		if r := call(t, sc, tg); r.Cold {
+			t.Fatal("the call after a pre-warm was cold")
+		}
+		if s2, _, _ := b.counts(); s2 != starts {
+			t.Fatalf("the call after a pre-warm started an instance (%d -> %d)", starts, s2)
+		}
+		// No further call: the next pre-warmed instance lives until the
+		// end of its keep-alive window (68 s after the call), then goes.
+		time.Sleep(56 * time.Second)
+		synctest.Wait()
+		if _, live, _ := b.counts(); live != 1 {
+			t.Fatalf("live = %d 56 s after the last call, want the pre-warmed instance", live)
+		}
+		time.Sleep(14 * time.Second)
+		synctest.Wait()
+		if _, live, _ := b.counts(); live != 0 {
+			t.Fatalf("live = %d 70 s after the last call, want the pre-warmed instance evicted", live)
+		}
+		ps := sc.KeepAlivePolicies()
+		want := keepalive.Decision{PreWarm: 54 * time.Second, KeepAlive: 14 * time.Second, Representative: true}
+		if len(ps) != 1 || ps[0].Function != "timer" || ps[0].Decision != want || ps[0].Stats.Samples != 6 {
+			t.Fatalf("KeepAlivePolicies() = %+v, want %+v after 6 idle times", ps, want)
+		}
+	})
+}
+
+// A call that arrives before the pre-warm cancels it and starts cold; the
+// learned histogram survives a redeploy.
+func TestKeepAliveAutoEarlyCallAndRedeploy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &fakeBackend{}
+		sc := New(Config{EvictInterval: time.Second}, map[string]sandbox.Backend{"process": b}, nil, Observer{})
+		defer sc.Close(context.Background())
+		tg := target("timer", func(sp *function.Spec) { sp.KeepAliveAuto = true })
+		call(t, sc, tg)
+		for range 20 { // 20 idle times of 60 s: pre-warm at 54 s
+			time.Sleep(time.Minute)
+			call(t, sc, tg)
+		}
+		// Redeploy: a new version's pool keeps what was learned.
+		v2 := target("timer", func(sp *function.Spec) { sp.KeepAliveAuto = true })
+		v2.Version, v2.Digest = 2, "sha256:y"
+		time.Sleep(10 * time.Second)
+		base, _, _ := b.counts() // the first start and the pre-warms so far
+		if r := call(t, sc, v2); !r.Cold {
+			t.Fatal("early call on the new version was warm")
+		}
+		synctest.Wait()
+		if _, live, _ := b.counts(); live != 0 {
+			t.Fatalf("live = %d after the call, want unloaded (the new version kept the learned pre-warm)", live)
+		}
+		// One early idle time of 21 leaves the head (rank 2) at 60 s: the
+		// pre-warm is due 54 s after this call; a call at 30 s beats it.
+		time.Sleep(30 * time.Second)
+		if r := call(t, sc, v2); !r.Cold {
+			t.Fatal("call before the pre-warm was warm")
+		}
+		if starts, _, _ := b.counts(); starts != base+2 {
+			t.Fatalf("starts = %d, want %d (one per early call)", starts, base+2)
+		}
+		// The cancelled pre-warm (due 24 s from now) must not start one; the
+		// new decision (head now the 30 s bin: pre-warm at 27 s) does.
+		time.Sleep(25 * time.Second)
+		synctest.Wait()
+		if starts, _, _ := b.counts(); starts != base+2 {
+			t.Fatalf("starts = %d at 25 s, want %d: the cancelled pre-warm ran", starts, base+2)
+		}
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if starts, live, _ := b.counts(); starts != base+3 || live != 1 {
+			t.Fatalf("starts = %d, live = %d at 28 s, want the new pre-warm (%d, 1)", starts, live, base+3)
 		}
 	})
 }

@@ -49,10 +49,10 @@ type Activation struct {
 	// "cold_start", "run", ...).
 	// CacheHit says the call was answered from the result cache, without
 	// running the function.
-	CacheHit bool `json:"cache_hit,omitempty"`
-	Timings map[string]float64 `json:"timings,omitempty"`
-	Error   string             `json:"error,omitempty"`
-	Hint    string             `json:"hint,omitempty"`
+	CacheHit bool               `json:"cache_hit,omitempty"`
+	Timings  map[string]float64 `json:"timings,omitempty"`
+	Error    string             `json:"error,omitempty"`
+	Hint     string             `json:"hint,omitempty"`
 	// Logs holds the tail of the instance's output during the call, at
 	// most Options.LogLimit bytes; LogsTruncated says earlier output was
 	// dropped.
