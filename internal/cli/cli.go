@@ -95,6 +95,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newActivationsCmd(g),
 		newBenchCmd(g),
 		newImageCmd(g),
+		newEnergyCmd(g),
 	)
 	return root
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/gateway"
+	"github.com/wisp-faas/wisp/internal/meter"
 	"github.com/wisp-faas/wisp/internal/store"
 )
 
@@ -198,6 +199,13 @@ func (c *Client) Activations(ctx context.Context, f store.ActivationFilter) ([]s
 func (c *Client) Activation(ctx context.Context, id string) (*store.Activation, error) {
 	var v store.Activation
 	return &v, c.getJSON(ctx, "/v1/activations/"+url.PathEscape(id), &v)
+}
+
+// Energy returns the node's energy over the last window and how it was
+// shared out (GET /v1/energy).
+func (c *Client) Energy(ctx context.Context, window time.Duration) (*meter.Summary, error) {
+	var v meter.Summary
+	return &v, c.getJSON(ctx, "/v1/energy?window="+url.QueryEscape(window.String()), &v)
 }
 
 // Result is the outcome of one invocation.

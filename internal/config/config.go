@@ -61,7 +61,25 @@ type Config struct {
 	Gateway   Gateway   `yaml:"gateway" json:"gateway"`
 	Store     Store     `yaml:"store" json:"store"`
 	Cache     Cache     `yaml:"cache" json:"cache"`
+	Energy    Energy    `yaml:"energy" json:"energy"`
 	Log       Log       `yaml:"log" json:"log"`
+}
+
+// Energy configures energy accounting (internal/energy, internal/meter).
+type Energy struct {
+	// Interval between samples of the node's energy and CPU times.
+	Interval function.Duration `yaml:"interval" json:"interval"`
+	// History is how long per-interval reports are kept for /v1/energy.
+	History function.Duration `yaml:"history" json:"history"`
+	// IdleWatts is the node's power when idle, for a hardware counter
+	// (RAPL, perf): 0 = unknown, all energy is shared out by CPU time. The
+	// model uses its own idle coefficient.
+	IdleWatts float64 `yaml:"idle_watts" json:"idle_watts"`
+	// ModelIdleWatts and ModelMaxWatts are the whole node's power at 0 %
+	// and 100 % CPU for the model source; 0 = the documented per-CPU
+	// defaults (internal/energy), or fit them with wisp energy calibrate.
+	ModelIdleWatts float64 `yaml:"model_idle_watts" json:"model_idle_watts"`
+	ModelMaxWatts  float64 `yaml:"model_max_watts" json:"model_max_watts"`
 }
 
 // Cache configures the result cache of deterministic functions
@@ -287,8 +305,9 @@ func Default() Config {
 			LogLimit:            64 << 10,
 			ResultLimit:         64 << 10,
 		},
-		Cache: Cache{MaxEntries: 10000, MaxEntrySize: 1 << 20, TTL: function.Duration(5 * time.Minute)},
-		Log:   Log{Level: "info", Format: LogJSON},
+		Cache:  Cache{MaxEntries: 10000, MaxEntrySize: 1 << 20, TTL: function.Duration(5 * time.Minute)},
+		Energy: Energy{Interval: function.Duration(time.Second), History: function.Duration(time.Hour)},
+		Log:    Log{Level: "info", Format: LogJSON},
 	}
 }
 

@@ -45,7 +45,7 @@ const maxUID = math.MaxUint32 - 1
 func (c *Config) Validate() error {
 	for _, check := range []func() error{
 		c.Execution.validate, c.Process.validate, c.Container.validate,
-		c.Gateway.validate, c.Store.validate, c.Cache.validate, c.Log.validate,
+		c.Gateway.validate, c.Store.validate, c.Cache.validate, c.Energy.validate, c.Log.validate,
 	} {
 		if err := check(); err != nil {
 			return err
@@ -234,6 +234,20 @@ func (g *Gateway) validate() error {
 	}
 	if g.Procs < 0 || g.Procs > 4096 {
 		return bad("gateway.procs", "use 0 (auto) or a number of CPUs", "%d is out of range", g.Procs)
+	}
+	return nil
+}
+
+func (e *Energy) validate() error {
+	switch {
+	case e.Interval.D() < 100*time.Millisecond || e.Interval.D() > time.Minute:
+		return bad("energy.interval", "use a duration between 100ms and 1m, like 1s", "%s is out of range", e.Interval)
+	case e.History.D() < e.Interval.D() || e.History.D() > 7*24*time.Hour:
+		return bad("energy.history", "use a duration between energy.interval and 168h, like 1h", "%s is out of range", e.History)
+	case e.IdleWatts < 0:
+		return bad("energy.idle_watts", "use 0 (unknown) or the node's measured idle power in watts", "must not be negative")
+	case e.ModelIdleWatts < 0 || e.ModelMaxWatts < e.ModelIdleWatts:
+		return bad("energy.model_max_watts", "set 0 ≤ model_idle_watts ≤ model_max_watts, or both 0 for the defaults", "%g W idle, %g W max", e.ModelIdleWatts, e.ModelMaxWatts)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/wisp-faas/wisp/internal/cache"
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/meter"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/scheduler"
 	"github.com/wisp-faas/wisp/internal/store"
@@ -68,6 +69,8 @@ type Config struct {
 	Cache *cache.Cache
 	// Auth checks API keys (nil: no authentication, --insecure-no-auth).
 	Auth *auth.Authenticator
+	// Meter attributes energy (nil: no energy accounting).
+	Meter *meter.Meter
 }
 
 // Gateway serves wisp's HTTP API.
@@ -104,6 +107,7 @@ func (g *Gateway) routes() {
 	g.mux.HandleFunc("GET /v1/activations", g.listActivations)
 	g.mux.HandleFunc("GET /v1/activations/{id}", g.getActivation)
 	g.mux.HandleFunc("GET /healthz", g.healthz)
+	g.mux.HandleFunc("GET /v1/energy", g.energy)
 	g.mux.Handle("GET /metrics", g.metrics.Handler())
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errdefs.New(errdefs.ErrNotFound, "see the HTTP API section of the README for the routes",
@@ -245,3 +249,24 @@ func (c *catalog) digests() []string {
 }
 
 func since(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
+
+// energy serves GET /v1/energy?window=5m: the node's energy over the last
+// window (default 1m) and how it was shared out.
+func (g *Gateway) energy(w http.ResponseWriter, r *http.Request) {
+	if g.cfg.Meter == nil {
+		writeError(w, errdefs.New(errdefs.ErrUnavailable, "the server started without energy accounting; see its log",
+			"energy accounting is off"))
+		return
+	}
+	span := time.Minute
+	if v := r.URL.Query().Get("window"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			writeError(w, errdefs.Invalidf("use a duration like 30s, 5m or 1h (at most energy.history)",
+				"window %q is not a positive duration", v))
+			return
+		}
+		span = d
+	}
+	writeJSON(w, http.StatusOK, g.cfg.Meter.Summarize(span))
+}

@@ -147,6 +147,10 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, t *scheduler.Ta
 			"queue_ms": ms(res.Timings.Queue),
 			"exec_ms":  ms(res.Timings.Exec),
 		}
+		if g.cfg.Meter != nil && res.Response != nil {
+			j, src := g.cfg.Meter.ObserveCall(name, res.Timings.Exec)
+			act.EnergyJ, act.EnergySource = j, string(src)
+		}
 		if res.Cold {
 			act.Timings["start_ms"] = ms(res.Timings.Start)
 			if st := res.Timings.Stages; st != nil {

@@ -21,9 +21,11 @@ import (
 	"github.com/wisp-faas/wisp/internal/auth"
 	"github.com/wisp-faas/wisp/internal/cache"
 	"github.com/wisp-faas/wisp/internal/config"
+	"github.com/wisp-faas/wisp/internal/energy"
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/gateway"
+	"github.com/wisp-faas/wisp/internal/meter"
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/sandbox/container"
@@ -177,6 +179,37 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	metrics := telemetry.NewMetrics()
+
+	// Energy accounting: the best source this node has (RAPL, perf's power
+	// PMU, else the CPU-time model), sampled with every sandbox's CPU time.
+	var mtr *meter.Meter
+	src, skipped, err := energy.Best(ctx, energy.Options{Model: energy.ModelConfig{
+		IdleWatts: cfg.Energy.ModelIdleWatts, MaxWatts: cfg.Energy.ModelMaxWatts}})
+	if err != nil {
+		log.Warn("energy accounting off: no energy source", "err", err)
+	} else {
+		defer src.Close()
+		idle := cfg.Energy.IdleWatts
+		if mdl, ok := src.(*energy.Model); ok {
+			idle = mdl.Config().IdleWatts
+		}
+		reasons := make([]string, 0, len(skipped))
+		for _, u := range skipped {
+			reasons = append(reasons, u.String())
+		}
+		log.Info("energy source", "source", src.Kind(), "describe", src.Describe(), "not_used", reasons)
+		mtr, err = meter.New(meter.Options{Source: src, IdleWatts: idle, Interval: cfg.Energy.Interval.D(),
+			History: cfg.Energy.History.D(), OnWindow: metrics.Energy, Log: log.With("component", "meter")})
+		if err != nil {
+			return err
+		}
+		for mode, b := range backends {
+			backends[mode] = mtr.WrapBackend(b)
+		}
+		mctx, stopMeter := context.WithCancel(context.Background())
+		defer stopMeter()
+		go mtr.Run(mctx)
+	}
 	sched := scheduler.New(scheduler.Config{
 		MaxConcurrent:    cfg.Execution.MaxConcurrentFunctions,
 		ColdStartTimeout: cfg.Execution.ColdStartTimeout.D(),
@@ -225,6 +258,7 @@ func Run(ctx context.Context, o Options) error {
 		},
 		Version: o.Version,
 		Auth:    authn,
+		Meter:   mtr,
 		Cache: cache.New(cache.Options{MaxEntries: cfg.Cache.MaxEntries,
 			MaxEntrySize: int(cfg.Cache.MaxEntrySize), TTL: cfg.Cache.TTL.D()}),
 	}, st, sched, metrics, log)

@@ -47,6 +47,12 @@ type Activation struct {
 	DurationMs float64   `json:"duration_ms"`
 	// Timings holds the milliseconds spent in each stage ("queue",
 	// "cold_start", "run", ...).
+	// EnergyJ is the call's estimated energy in joules (internal/meter: its
+	// execution time × its function's execution energy per second in the
+	// last measured window), and EnergySource where that came from (rapl,
+	// perf, model).
+	EnergyJ      float64 `json:"energy_j,omitempty"`
+	EnergySource string  `json:"energy_source,omitempty"`
 	// CacheHit says the call was answered from the result cache, without
 	// running the function.
 	CacheHit bool               `json:"cache_hit,omitempty"`

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/wisp-faas/wisp/internal/energy"
 )
 
 // NewLogger returns a slog logger writing to w in the given format ("json"
@@ -46,6 +48,10 @@ type Metrics struct {
 	coldStart     *prometheus.HistogramVec
 	coldStages    *prometheus.HistogramVec
 	cacheLookups  *prometheus.CounterVec
+	nodeEnergy    *prometheus.CounterVec
+	fnEnergy      *prometheus.CounterVec
+	overhead      *prometheus.CounterVec
+	spue          prometheus.Gauge
 	instanceStart *prometheus.CounterVec
 	instances     *prometheus.GaugeVec
 	stopped       *prometheus.CounterVec
@@ -87,6 +93,22 @@ func NewMetrics() *Metrics {
 		Name: "wisp_cache_lookups_total",
 		Help: "Result cache lookups of deterministic functions by function and result (hit, miss, bypass); hit ratio = hit / (hit + miss).",
 	}, []string{"function", "result"})
+	m.nodeEnergy = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_node_energy_joules_total",
+		Help: "The node's energy by source (rapl, perf, model).",
+	}, []string{"source"})
+	m.fnEnergy = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_function_energy_joules_total",
+		Help: "Energy attributed to each function by part (execution, cold_start, idle: warm instances between calls).",
+	}, []string{"function", "part"})
+	m.overhead = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_energy_overhead_joules_total",
+		Help: "Node energy not spent executing functions, by part (idle_node, cold_start, idle_instances, platform, other).",
+	}, []string{"part"})
+	m.spue = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wisp_spue",
+		Help: "Serverless PUE of the last energy window: node energy / function execution energy (0 when no function ran).",
+	})
 	m.instanceStart = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wisp_instance_starts_total",
 		Help: "Instance starts by function, mode and result (ok, error).",
@@ -112,7 +134,7 @@ func NewMetrics() *Metrics {
 		Name: "gateway_service_count",
 		Help: "OpenFaaS-compatible: ready instances by function_name.",
 	}, []string{"function_name"})
-	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.coldStages, m.cacheLookups, m.instanceStart, m.stopped, m.instances,
+	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.coldStages, m.cacheLookups, m.nodeEnergy, m.fnEnergy, m.overhead, m.spue, m.instanceStart, m.stopped, m.instances,
 		m.ofInvocations, m.ofSeconds, m.ofReplicas,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -146,6 +168,27 @@ func (m *Metrics) ColdStartStages(function, mode string, provisioned bool, sandb
 	m.coldStages.WithLabelValues(function, mode, "sandbox", p).Observe(sandbox.Seconds())
 	m.coldStages.WithLabelValues(function, mode, "runtime", p).Observe(runtime.Seconds())
 	m.coldStages.WithLabelValues(function, mode, "import", p).Observe(imp.Seconds())
+}
+
+// Energy records one window's attribution (internal/meter).
+func (m *Metrics) Energy(r energy.Report) {
+	add := func(c prometheus.Counter, v float64) {
+		if v > 0 { // counters only grow; attribution clamps, but never trust a float
+			c.Add(v)
+		}
+	}
+	add(m.nodeEnergy.WithLabelValues(string(r.Source)), r.Total)
+	for _, f := range r.Functions {
+		add(m.fnEnergy.WithLabelValues(f.Function, "execution"), f.Execution)
+		add(m.fnEnergy.WithLabelValues(f.Function, "cold_start"), f.ColdStart)
+		add(m.fnEnergy.WithLabelValues(f.Function, "idle"), f.IdleInstances)
+	}
+	add(m.overhead.WithLabelValues("idle_node"), r.Idle)
+	add(m.overhead.WithLabelValues("cold_start"), r.ColdStart)
+	add(m.overhead.WithLabelValues("idle_instances"), r.IdleInstances)
+	add(m.overhead.WithLabelValues("platform"), r.Platform)
+	add(m.overhead.WithLabelValues("other"), r.Other)
+	m.spue.Set(r.SPUE)
 }
 
 // CacheLookup records one result cache lookup: hit, miss or bypass.

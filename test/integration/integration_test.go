@@ -3,9 +3,11 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -94,6 +96,12 @@ def handle(req):
     if op == "sleep":
         time.sleep(float(q["s"]))
         return "slept"
+    if op == "spin":
+        end = time.process_time() + float(q["s"])
+        n = 0
+        while time.process_time() < end:
+            n += 1
+        return {"spun": n}
     if op == "forkbomb":
         n = 0
         try:
@@ -745,5 +753,73 @@ func TestInsecureNoAuth(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "admin.key")); err == nil {
 		t.Error("an admin key was made although authentication is off")
+	}
+}
+
+// Energy is measured and attributed: the node's energy over a window is
+// shared out between functions, cold starts, idle instances, the platform
+// and the rest, the parts add up, and calls carry an estimate.
+func TestEnergy(t *testing.T) {
+	cfg := testConfig(t, function.ModeProcess)
+	cfg.Energy.Interval = function.Duration(200 * time.Millisecond)
+	h := startServer(t, cfg, "")
+	h.mustDeploy(probe("burner", ""))
+	var last *client.Result
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		last = h.call("burner", "?op=spin&s=0.1", "")
+		wantStatus(t, last, 200)
+		a, err := h.c.Activation(context.Background(), last.ActivationID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.EnergyJ > 0 {
+			if a.EnergySource == "" {
+				t.Fatalf("activation energy %g J without a source", a.EnergyJ)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no activation got an energy estimate within 20s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // the last call's window closes
+	res, err := http.Get(h.url + "/v1/energy?window=1m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var e struct {
+		Source    string             `json:"source"`
+		Describe  string             `json:"describe"`
+		Node      float64            `json:"node_j"`
+		Idle      float64            `json:"idle_j"`
+		Function  float64            `json:"function_j"`
+		ColdStart float64            `json:"cold_start_j"`
+		IdleInst  float64            `json:"idle_instances_j"`
+		Platform  float64            `json:"platform_j"`
+		Other     float64            `json:"other_j"`
+		SPUE      float64            `json:"spue"`
+		Functions map[string]float64 `json:"functions"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&e); err != nil || res.StatusCode != 200 {
+		t.Fatalf("GET /v1/energy: HTTP %d, %v", res.StatusCode, err)
+	}
+	if e.Source == "" || e.Describe == "" || e.Node <= 0 || e.Function <= 0 || e.Functions["burner"] <= 0 {
+		t.Fatalf("energy report %+v; want a source, node and function energy", e)
+	}
+	if e.Source == "model" && !strings.Contains(e.Describe, "coefficients") {
+		t.Errorf("model energy without its coefficients: %q", e.Describe)
+	}
+	sum := e.Idle + e.Function + e.ColdStart + e.IdleInst + e.Platform + e.Other
+	if math.Abs(sum-e.Node) > 0.01*e.Node {
+		t.Errorf("parts add up to %.3f J, node %.3f J (more than 1%% apart)", sum, e.Node)
+	}
+	if e.SPUE < 1 {
+		t.Errorf("sPUE %.2f < 1", e.SPUE)
+	}
+	if _, err := http.Get(h.url + "/v1/energy?window=soon"); err != nil {
+		t.Fatal(err)
 	}
 }
