@@ -1,7 +1,9 @@
 #!/bin/sh
 # Reproduces the figures in BENCHMARKS.md, all in one run on this machine:
 #   1. process cold start (keep_alive 0) of the Python hello with every
-#      sandbox made on the request path (process.provisioned: 0);
+#      sandbox made on the request path (process.provisioned: 0), first
+#      with a new interpreter per sandbox (process.zygote: false), then
+#      forked from the zygote (the default);
 #   2. the same with pre-provisioned sandboxes (the default), paced at
 #      5 calls/s and back to back;
 #   3. warm latency and throughput through wisp with wrk at 1, 8, 32 connections;
@@ -35,9 +37,9 @@ trap cleanup EXIT INT TERM
 export WISP_URL="http://127.0.0.1:$PORT"
 CONTAINERS=""
 ctr version >/dev/null 2>&1 && CONTAINERS=1
-serve() { # serve PROVISIONED
+serve() { # serve PROVISIONED [ZYGOTE true|false]
 	if [ -n "$SERVE" ]; then kill -TERM "$SERVE"; wait "$SERVE" || true; fi
-	printf 'log:\n  level: warn\nprocess:\n  provisioned: %s\ncontainer:\n  provisioned: %s\n  namespace: wisp-bench\n' "$1" "$1" >"$DATA/wisp.yaml"
+	printf 'log:\n  level: warn\nprocess:\n  provisioned: %s\n  zygote: %s\ncontainer:\n  provisioned: %s\n  namespace: wisp-bench\n' "$1" "${2:-true}" "$1" >"$DATA/wisp.yaml"
 	bin/wisp serve --data "$DATA/data" --listen "127.0.0.1:$PORT" --config "$DATA/wisp.yaml" 2>>"$DATA/serve.log" &
 	SERVE=$!
 	for _ in $(seq 100); do curl -sf "$WISP_URL/healthz" >/dev/null && break; sleep 0.1; done
@@ -58,8 +60,13 @@ pcts() { # pcts LABEL < one duration in ms per line
 echo "== machine"
 echo "$(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{printf "%.0f GiB", $2/1048576}'), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 echo
-serve 0
-echo "== cold start, sandbox made on the request path (provisioned: 0): $COLD_N sequential calls"
+serve 0 false
+echo "== cold start, sandbox and interpreter made on the request path (provisioned: 0, zygote: false): $COLD_N sequential calls"
+bin/wisp bench hello-cold -n "$COLD_N" -c 1 -q
+serve 0 true
+bin/wisp invoke hello-cold >/dev/null # the first Python start builds the zygote
+sleep 2
+echo "== cold start, forked from the zygote into a fresh sandbox on the request path (provisioned: 0, zygote: true): $COLD_N sequential calls"
 bin/wisp bench hello-cold -n "$COLD_N" -c 1 -q
 if [ -n "$CONTAINERS" ]; then
 	bin/wisp invoke hello-cold-container >/dev/null # builds (or finds) the image
@@ -121,3 +128,7 @@ if [ -n "$CONTAINERS" ]; then
 	echo "== container cold start stages (Backend.Start and the first call, then Close; 30 each)"
 	WISP_CONTAINER_BENCH=1 go test -count=1 -v -run ColdStartFigures ./internal/sandbox/container/ | grep 'bench_test.go' | sed 's/^ *bench_test.go:[0-9]*: //'
 fi
+echo
+echo "== density: 1000 idle warm process instances of a Python hello"
+serve 2 true
+bin/wisp bench density -n 1000 2>/dev/null

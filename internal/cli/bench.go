@@ -82,7 +82,7 @@ function with keep_alive: 0 to measure cold starts.`,
 	cmd.Flags().Float64VarP(&o.Rate, "rate", "r", 0, "pace calls at this many per second (0: as fast as they complete)")
 	cmd.Flags().StringVarP(&data, "data", "d", "", "request body")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
-	cmd.AddCommand(newBenchHostCmd(g), newBenchReplayCmd(g), newBenchTraceCmd(g))
+	cmd.AddCommand(newBenchHostCmd(g), newBenchReplayCmd(g), newBenchTraceCmd(g), newBenchDensityCmd(g))
 	return cmd
 }
 

@@ -91,6 +91,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newListCmd(g),
 		newGetCmd(g),
 		newRemoveCmd(g),
+		newScaleCmd(g),
 		newLogsCmd(g),
 		newActivationsCmd(g),
 		newBenchCmd(g),

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -248,6 +249,30 @@ func newRemoveCmd(g *globals) *cobra.Command {
 				if !g.jsonOut() {
 					fmt.Fprintf(g.stdout, "removed %s\n", name)
 				}
+			}
+			return nil
+		},
+	}
+}
+
+func newScaleCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "scale NAME N",
+		Short: "Start instances of a function ahead of calls until N are ready (at most its max_instances)",
+		Long: `Asks the server to start instances until N are ready; they come up in the
+background (wisp get NAME shows them) and stay while the function's
+keep_alive allows, serving calls warm.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.Atoi(args[1])
+			if err != nil || n < 1 {
+				return fmt.Errorf("N %q: give a number of instances, 1 or more", args[1])
+			}
+			if err := g.client(1).Scale(cmd.Context(), args[0], n); err != nil {
+				return err
+			}
+			if !g.jsonOut() {
+				fmt.Fprintf(g.stdout, "scaling %s to %d ready instances; wisp get %s shows them come up\n", args[0], n, args[0])
 			}
 			return nil
 		},

@@ -201,6 +201,21 @@ func (c *Client) Activation(ctx context.Context, id string) (*store.Activation, 
 	return &v, c.getJSON(ctx, "/v1/activations/"+url.PathEscape(id), &v)
 }
 
+// Scale asks the server to start instances of name until n are ready
+// (POST /v1/functions/{name}/scale); they come up in the background.
+func (c *Client) Scale(ctx context.Context, name string, n int) error {
+	body := strings.NewReader(fmt.Sprintf(`{"instances": %d}`, n))
+	res, err := c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(name)+"/scale", body, "application/json")
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode >= 300 {
+		return decodeError(res)
+	}
+	return nil
+}
+
 // Energy returns the node's energy over the last window and how it was
 // shared out (GET /v1/energy).
 func (c *Client) Energy(ctx context.Context, window time.Duration) (*meter.Summary, error) {

@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
 	"net/http"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -334,4 +336,44 @@ func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request) {
 	h.Functions = len(g.catalog.targets)
 	g.catalog.mu.RUnlock()
 	writeJSON(w, http.StatusOK, h)
+}
+
+// ScaleRequest is the body of POST /v1/functions/{name}/scale.
+type ScaleRequest struct {
+	// Instances is how many ready instances the function should have (at
+	// most its max_instances); they stay while its keep-alive allows.
+	Instances int `json:"instances"`
+}
+
+// scaleFunction starts instances ahead of calls, in the background, and
+// answers 202 at once; GET /v1/functions/{name} shows them come up.
+func (g *Gateway) scaleFunction(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	t := g.catalog.get(name)
+	if t == nil {
+		writeError(w, errdefs.New(errdefs.ErrNotFound, "wisp ls lists deployed functions", "function %q not found", name))
+		return
+	}
+	var req ScaleRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&req); err != nil || req.Instances < 1 {
+		writeError(w, errdefs.Invalidf(`send {"instances": N} with N ≥ 1`, "scale %s: bad request body", name))
+		return
+	}
+	if t.Spec.KeepAlive.D() == 0 && !t.Spec.KeepAliveAuto {
+		writeError(w, errdefs.Invalidf("set keep_alive above 0: scaled instances wait for calls",
+			"scale %s: keep_alive 0 instances serve one call and are never idle", name))
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		// Starts run two per CPU at most: a burst of sandbox creations
+		// would slow every one of them down.
+		if err := g.sched.Scale(ctx, t, req.Instances, 2*goruntime.NumCPU()); err != nil {
+			g.log.Warn("scale function", "function", name, "instances", req.Instances, "err", err)
+			return
+		}
+		g.log.Info("function scaled", "function", name, "instances", req.Instances)
+	}()
+	writeJSON(w, http.StatusAccepted, map[string]any{"function": name, "instances": min(req.Instances, t.Spec.MaxInstances)})
 }

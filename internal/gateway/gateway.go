@@ -48,6 +48,7 @@ type Store interface {
 // Scheduler is what the gateway needs from the scheduler.
 type Scheduler interface {
 	Invoke(ctx context.Context, t *scheduler.Target, req *sandbox.Request) (*scheduler.Result, error)
+	Scale(ctx context.Context, t *scheduler.Target, n, parallel int) error
 	Forget(name string)
 	Stats() []scheduler.Stats
 	LiveDigests() []string
@@ -104,6 +105,7 @@ func (g *Gateway) routes() {
 	g.mux.HandleFunc("GET /v1/functions/{name}", g.getFunction)
 	g.mux.HandleFunc("PUT /v1/functions/{name}", g.putFunction)
 	g.mux.HandleFunc("DELETE /v1/functions/{name}", g.deleteFunction)
+	g.mux.HandleFunc("POST /v1/functions/{name}/scale", g.scaleFunction)
 	g.mux.HandleFunc("GET /v1/activations", g.listActivations)
 	g.mux.HandleFunc("GET /v1/activations/{id}", g.getActivation)
 	g.mux.HandleFunc("GET /healthz", g.healthz)

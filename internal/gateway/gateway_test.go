@@ -34,9 +34,10 @@ type fakeScheduler struct {
 func (f *fakeScheduler) Invoke(ctx context.Context, t *scheduler.Target, req *sandbox.Request) (*scheduler.Result, error) {
 	return f.invoke(ctx, t, req)
 }
-func (f *fakeScheduler) Forget(name string)       { f.forgot = append(f.forgot, name) }
-func (f *fakeScheduler) Stats() []scheduler.Stats { return nil }
-func (f *fakeScheduler) LiveDigests() []string    { return nil }
+func (f *fakeScheduler) Scale(context.Context, *scheduler.Target, int, int) error { return nil }
+func (f *fakeScheduler) Forget(name string)                                       { f.forgot = append(f.forgot, name) }
+func (f *fakeScheduler) Stats() []scheduler.Stats                                 { return nil }
+func (f *fakeScheduler) LiveDigests() []string                                    { return nil }
 
 func newGateway(t *testing.T, sch *fakeScheduler) (*Gateway, *store.Store) {
 	t.Helper()

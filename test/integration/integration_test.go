@@ -823,3 +823,38 @@ func TestEnergy(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Scaling starts instances ahead of calls: the next calls are warm.
+func TestScale(t *testing.T) {
+	h := startServer(t, testConfig(t, function.ModeProcess), "")
+	h.mustDeploy(probe("scaled", "max_instances: 3\n"))
+	if err := h.c.Scale(context.Background(), "scaled", 5); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, err := h.c.Get(context.Background(), "scaled")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Instances.Idle == 3 {
+			break
+		}
+		if v.Instances.Idle > 3 || time.Now().After(deadline) {
+			t.Fatalf("instances %+v; want 3 idle (max_instances caps the 5 asked for)", v.Instances)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := h.call("scaled", "?op=pid", ""); r.Status != 200 || r.Cold {
+		t.Fatalf("call after scale: HTTP %d, cold %v; want a warm 200", r.Status, r.Cold)
+	}
+	// Bad requests name the problem.
+	var ce *client.Error
+	if err := h.c.Scale(context.Background(), "nope", 2); !errors.As(err, &ce) || ce.Status != 404 {
+		t.Fatalf("scale of an unknown function: %v; want 404", err)
+	}
+	h.mustDeploy(probe("once", "keep_alive: 0\n"))
+	if err := h.c.Scale(context.Background(), "once", 2); !errors.As(err, &ce) || ce.Status != 400 {
+		t.Fatalf("scale of a keep_alive 0 function: %v; want 400", err)
+	}
+}
