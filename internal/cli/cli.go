@@ -97,6 +97,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newBenchCmd(g),
 		newImageCmd(g),
 		newEnergyCmd(g),
+		NewExperimentCmd(g),
 	)
 	return root
 }
