@@ -27,6 +27,7 @@ import (
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/snapshots"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
@@ -627,8 +628,8 @@ type created struct {
 	task   containerd.Task
 	exit   <-chan containerd.ExitStatus
 	cancel context.CancelFunc // ends the task.Wait
-	reqW   net.Conn           // the host's fd 3
-	respR  net.Conn           // the host's fd 4
+	reqW   *os.File           // requests, to the host's fd 3 (a pipe)
+	respR  *os.File           // responses, from the host's fd 4 (a pipe)
 	group  *cgroup.Group
 	uid    int
 	dir    string // the instance directory (channel socket)
@@ -747,23 +748,22 @@ func (b *Backend) create(ctx context.Context, p params) (_ *created, err error) 
 	return c, nil
 }
 
-// accept takes the shim's two connections (requests first), giving up
-// when ctx ends or the task exits.
-func accept(ctx context.Context, ln *net.UnixListener, exit <-chan containerd.ExitStatus) (req, resp net.Conn, err error) {
+// accept takes the shim's connection, giving up when ctx ends or the task
+// exits, and hands the shim the host's ends of two pipes over it
+// (SCM_RIGHTS): the requests' read end and the responses' write end. The
+// channel itself is then the same pair of pipes process mode uses; a unix
+// socket carrying the calls would cost some 5 µs more per write on each
+// side (measured with strace -c: 12 µs per write on the socket, 7 µs on a
+// pipe).
+func accept(ctx context.Context, ln *net.UnixListener, exit <-chan containerd.ExitStatus) (req, resp *os.File, err error) {
 	type res struct {
-		conns [2]net.Conn
-		err   error
+		conn *net.UnixConn
+		err  error
 	}
 	ch := make(chan res, 1)
 	go func() {
-		var r res
-		for i := range r.conns {
-			r.conns[i], r.err = ln.Accept()
-			if r.err != nil {
-				break
-			}
-		}
-		ch <- r
+		c, err := ln.AcceptUnix()
+		ch <- res{c, err}
 	}()
 	var r res
 	select {
@@ -779,14 +779,33 @@ func accept(ctx context.Context, ln *net.UnixListener, exit <-chan containerd.Ex
 		r.err = fmt.Errorf("wait for the runtime host to connect: %w", ctx.Err())
 	}
 	if r.err != nil {
-		for _, c := range r.conns {
-			if c != nil {
-				c.Close()
-			}
+		if r.conn != nil {
+			r.conn.Close()
 		}
 		return nil, nil, r.err
 	}
-	return r.conns[0], r.conns[1], nil
+	defer r.conn.Close()
+	reqR, reqW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("channel pipes: %w", err)
+	}
+	respR, respW, err := os.Pipe()
+	if err != nil {
+		reqR.Close()
+		reqW.Close()
+		return nil, nil, fmt.Errorf("channel pipes: %w", err)
+	}
+	// Fd puts the host's ends in blocking mode, as a host expects.
+	rights := unix.UnixRights(int(reqR.Fd()), int(respW.Fd()))
+	_, _, err = r.conn.WriteMsgUnix([]byte{'w'}, rights, nil)
+	reqR.Close()
+	respW.Close()
+	if err != nil {
+		reqW.Close()
+		respR.Close()
+		return nil, nil, fmt.Errorf("hand the channel to the container: %w", err)
+	}
+	return reqW, respR, nil
 }
 
 // destroy removes everything create made so far.

@@ -47,10 +47,10 @@ func MaybeRunInit() {
 }
 
 // runShim connects the channel and runs the runtime host. containerd
-// gives a task only stdio, so the channel travels over the instance's unix
-// socket, bind-mounted at /run/wisp: two connections, made in order, are
-// the host's fd 3 (requests) and fd 4 (responses), exactly the pipes
-// process mode hands its hosts.
+// gives a task only stdio, so the channel is handed over the instance's
+// unix socket, bind-mounted at /run/wisp: the shim connects once and
+// receives two pipe ends (SCM_RIGHTS), the host's fd 3 (requests) and fd 4
+// (responses), exactly the pipes process mode hands its hosts.
 //
 // The shim stays PID 1 of the container, like an init: it forks the host
 // (the Go runtime's own descriptors may sit at 3 and 4, so they cannot be
@@ -64,19 +64,11 @@ func runShim(arg string) int {
 		fmt.Fprintf(os.Stderr, "wisp container init: bad configuration: %v\n", err)
 		return 2
 	}
-	var fds [2]int
-	for i := range fds {
-		s, err := dialChannel()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "wisp container init: connect channel %d: %v\n", i, err)
-			return 1
-		}
-		fds[i] = s
+	fds, err := receiveChannel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wisp container init: connect channel: %v\n", err)
+		return 1
 	}
-	// Half-close the directions nobody uses: fd 3 is never written, fd 4
-	// never read.
-	_ = unix.Shutdown(fds[0], unix.SHUT_WR)
-	_ = unix.Shutdown(fds[1], unix.SHUT_RD)
 	if cfg.Exec != nil {
 		return serveExec(cfg.Exec, fds)
 	}
@@ -127,18 +119,36 @@ func runHost(argv []string, fds [2]int) int {
 	}
 }
 
-// dialChannel connects to the worker's socket and returns the raw
-// descriptor.
-func dialChannel() (int, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+// receiveChannel connects to the worker's socket and receives the two pipe
+// ends of the channel.
+func receiveChannel() ([2]int, error) {
+	var fds [2]int
+	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return fds, err
 	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: channelSock}); err != nil {
-		unix.Close(fd)
-		return -1, err
+	defer unix.Close(s)
+	if err := unix.Connect(s, &unix.SockaddrUnix{Name: channelSock}); err != nil {
+		return fds, err
 	}
-	return fd, nil
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(2*4))
+	_, oobn, _, _, err := unix.Recvmsg(s, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return fds, fmt.Errorf("receive the channel: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return fds, fmt.Errorf("receive the channel: no descriptors (%v)", err)
+	}
+	got, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(got) != 2 {
+		for _, fd := range got {
+			unix.Close(fd)
+		}
+		return fds, fmt.Errorf("receive the channel: want 2 descriptors, got %d (%v)", len(got), err)
+	}
+	return [2]int{got[0], got[1]}, nil
 }
 
 // serveExec keeps the shim resident as the exec runtime host, PID 1 of the
