@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -66,6 +67,22 @@ func ReadIdle(r io.Reader) (int, error) {
 		return 0, fmt.Errorf("read idle frame: unexpected %q: %w", hdr, errdefs.ErrCrashed)
 	}
 	return idle.PID, nil
+}
+
+// AwaitIdle waits for a waiting host's idle frame on r, bounded by ctx.
+// When ctx ends first it calls abort (which must make the read return, by
+// killing the host or closing r) and returns ctx's error.
+func AwaitIdle(ctx context.Context, r io.Reader, abort func()) error {
+	idle := make(chan error, 1)
+	go func() { _, err := ReadIdle(r); idle <- err }()
+	select {
+	case err := <-idle:
+		return err
+	case <-ctx.Done():
+		abort()
+		<-idle
+		return ctx.Err()
+	}
 }
 
 // SendLoad binds a waiting host to a function.

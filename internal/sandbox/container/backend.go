@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/sandbox/hostlog"
+
 	"github.com/containerd/containerd"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/cio"
@@ -633,7 +635,7 @@ type created struct {
 	group  *cgroup.Group
 	uid    int
 	dir    string // the instance directory (channel socket)
-	tail   *tailBuffer
+	tail   *hostlog.Tail
 	logs   []*lineLogger
 	start  time.Time
 	stages Stages
@@ -710,7 +712,7 @@ func (b *Backend) create(ctx context.Context, p params) (_ *created, err error) 
 	stdout := newLineLogger(b.log, append(p.attrs, slog.String("stream", "stdout"))...)
 	stderr := newLineLogger(b.log, append(p.attrs, slog.String("stream", "stderr"))...)
 	c.logs = []*lineLogger{stdout, stderr}
-	c.tail = &tailBuffer{next: stderr}
+	c.tail = &hostlog.Tail{Next: stderr}
 	c.task, err = c.ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, c.tail)))
 	if err != nil {
 		return nil, fmt.Errorf("create task: %w", err)
@@ -739,7 +741,7 @@ func (b *Backend) create(ctx context.Context, p params) (_ *created, err error) 
 
 	t = time.Now()
 	if c.reqW, c.respR, err = accept(ctx, ln, c.exit); err != nil {
-		if last := c.tail.lastLine(); last != "" {
+		if last := c.tail.LastLine(); last != "" {
 			err = fmt.Errorf("%w (its last output: %s)", err, last)
 		}
 		return nil, err

@@ -163,7 +163,7 @@ func (i *instance) crashReason(cause error) error {
 		return errdefs.New(errdefs.ErrCrashed, "", "runtime host closed its channel: %v", cause)
 	}
 	msg := "runtime host " + exitReason(i.status)
-	if last := i.tail.lastLine(); last != "" {
+	if last := i.tail.LastLine(); last != "" {
 		msg += ": " + last
 	}
 	return errdefs.New(errdefs.ErrCrashed, "see the instance's log for its output", "%s", msg)

@@ -62,44 +62,6 @@ func (l *lineLogger) Flush() {
 	l.buf = nil
 }
 
-// tailBuffer keeps the last bytes written to it (a crashed host's last
-// words) and passes everything on to next.
-type tailBuffer struct {
-	next *lineLogger
-
-	mu  sync.Mutex // guards buf
-	buf []byte
-}
-
-const tailSize = 4 << 10
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > tailSize {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailSize:]...)
-	}
-	t.mu.Unlock()
-	if t.next != nil {
-		return t.next.Write(p)
-	}
-	return len(p), nil
-}
-
-// lastLine returns the last non-empty line written, at most 300 bytes.
-func (t *tailBuffer) lastLine() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	b := bytes.TrimRight(t.buf, "\r\n ")
-	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-		b = b[i+1:]
-	}
-	if len(b) > 300 {
-		b = b[len(b)-300:]
-	}
-	return string(b)
-}
-
 // uidPool hands out the uids containers run as, one per live container.
 type uidPool struct {
 	base, count int

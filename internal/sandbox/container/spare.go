@@ -120,17 +120,8 @@ func (b *Backend) provision(rt string) (*spare, error) {
 		return fail(err)
 	}
 	s := &spare{created: c, stage: stage}
-	idle := make(chan error, 1)
-	go func() { _, err := runtime.ReadIdle(c.respR); idle <- err }()
-	select {
-	case err = <-idle:
-	case <-ctx.Done():
-		c.respR.Close()
-		<-idle
-		err = ctx.Err()
-	}
-	if err != nil {
-		if last := c.tail.lastLine(); last != "" {
+	if err := runtime.AwaitIdle(ctx, c.respR, func() { c.respR.Close() }); err != nil {
+		if last := c.tail.LastLine(); last != "" {
 			err = fmt.Errorf("%w (its last output: %s)", err, last)
 		}
 		s.discard(b)

@@ -1,7 +1,6 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wisp-faas/wisp/internal/sandbox/hostlog"
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
@@ -183,11 +184,11 @@ func (b *Backend) Check(ctx context.Context) error {
 	defer b.uids.put(uid)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var stderr tailBuffer
+	var stderr hostlog.Tail
 	sb, err := Spawn(ctx, b.spawnConfig(cg, "check-"+strconv.FormatUint(b.seq.Add(1), 10)+"-"+strconv.Itoa(os.Getpid()),
 		uid, function.NetworkNone, []string{"/bin/true"}, nil, &stderr))
 	if err != nil {
-		if last := stderr.lastLine(); last != "" {
+		if last := stderr.LastLine(); last != "" {
 			err = fmt.Errorf("%w (its last output: %s)", err, last)
 		}
 		return errdefs.New(errdefs.ErrUnavailable,
@@ -251,7 +252,7 @@ func (b *Backend) Destroy(ctx context.Context) error {
 }
 
 func (b *Backend) spawnConfig(cg *cgroup.Manager, id string, uid int, network string, argv []string,
-	exec *runtime.ExecConfig, stderr *tailBuffer) SpawnConfig {
+	exec *runtime.ExecConfig, stderr *hostlog.Tail) SpawnConfig {
 	types := b.cfg.NamespaceTypes
 	if !b.strict() {
 		types = slices.DeleteFunc(slices.Clone(types), func(t string) bool { return t == NamespaceNet })
@@ -358,7 +359,7 @@ type hostProc struct {
 	reqW  *os.File // requests, to the host's fd 3
 	respR *os.File // responses, from the host's fd 4
 	uid   int
-	tail  *tailBuffer
+	tail  *hostlog.Tail
 	logs  []*logWriter
 }
 
@@ -396,7 +397,7 @@ func (b *Backend) spawnHost(ctx context.Context, cg *cgroup.Manager, p hostParam
 	}
 	stdout := newLogWriter(b.log, append(slices.Clone(p.attrs), slog.String("stream", "stdout"))...)
 	stderrLog := newLogWriter(b.log, append(slices.Clone(p.attrs), slog.String("stream", "stderr"))...)
-	tail := &tailBuffer{next: stderrLog}
+	tail := &hostlog.Tail{Next: stderrLog}
 
 	sc := b.spawnConfig(cg, p.id, uid, p.network, p.argv, p.exec, tail)
 	sc.Stdout = stdout
@@ -413,7 +414,7 @@ func (b *Backend) spawnHost(ctx context.Context, cg *cgroup.Manager, p hostParam
 		reqW.Close()
 		respR.Close()
 		b.uids.put(uid)
-		if last := tail.lastLine(); last != "" {
+		if last := tail.LastLine(); last != "" {
 			err = fmt.Errorf("%w (its last output: %s)", err, last)
 		}
 		return nil, err
@@ -486,7 +487,7 @@ type instance struct {
 	sb   *Sandbox
 	conn *runtime.Conn
 	uid  int
-	tail *tailBuffer
+	tail *hostlog.Tail
 	logs []*logWriter
 	// stage is the host directory mounted at /code of a pre-provisioned
 	// sandbox, removed with the instance ("" for sandboxes made on demand).
@@ -568,7 +569,7 @@ func (i *instance) crashReason(cause error) error {
 		return errdefs.New(errdefs.ErrCrashed, "", "runtime host closed its channel: %v", cause)
 	}
 	msg := "runtime host " + i.sb.Reason()
-	if last := i.tail.lastLine(); last != "" {
+	if last := i.tail.LastLine(); last != "" {
 		msg += ": " + last
 	}
 	return errdefs.New(errdefs.ErrCrashed, "see the instance's log for its output", "%s", msg)
@@ -604,48 +605,4 @@ func (i *instance) Close() error {
 		}
 	})
 	return i.closeErr
-}
-
-// tailBuffer keeps the last bytes written to it (a crashed host's last
-// words) and passes everything on to next.
-type tailBuffer struct {
-	next *logWriter
-
-	mu  sync.Mutex // guards buf
-	buf []byte
-}
-
-const tailSize = 4 << 10
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > tailSize {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailSize:]...)
-	}
-	t.mu.Unlock()
-	if t.next != nil {
-		return t.next.Write(p)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
-}
-
-// lastLine returns the last non-empty line written, at most 300 bytes.
-func (t *tailBuffer) lastLine() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	b := bytes.TrimRight(t.buf, "\r\n ")
-	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-		b = b[i+1:]
-	}
-	if len(b) > 300 {
-		b = b[len(b)-300:]
-	}
-	return string(b)
 }

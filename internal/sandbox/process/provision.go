@@ -119,17 +119,8 @@ func (b *Backend) provision(rt string) (*spare, error) {
 		return fail(err)
 	}
 	s := &spare{hostProc: h, id: id, stage: stage}
-	idle := make(chan error, 1)
-	go func() { _, err := runtime.ReadIdle(h.respR); idle <- err }()
-	select {
-	case err = <-idle:
-	case <-ctx.Done():
-		_ = h.sb.Kill()
-		<-idle
-		err = ctx.Err()
-	}
-	if err != nil {
-		if last := h.tail.lastLine(); last != "" {
+	if err := runtime.AwaitIdle(ctx, h.respR, func() { _ = h.sb.Kill() }); err != nil {
+		if last := h.tail.LastLine(); last != "" {
 			err = fmt.Errorf("%w (its last output: %s)", err, last)
 		}
 		s.discard(b)

@@ -57,6 +57,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/sandbox/hostlog"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
@@ -420,7 +422,7 @@ func (z *zygote) fork(ctx context.Context, cg *cgroup.Manager, opts sandbox.Star
 	attrs := []slog.Attr{slog.String("function", spec.Name), slog.String("instance", opts.ID)}
 	stdout := newLogWriter(b.log, append(slices.Clone(attrs), slog.String("stream", "stdout"))...)
 	stderrLog := newLogWriter(b.log, append(slices.Clone(attrs), slog.String("stream", "stderr"))...)
-	tail := &tailBuffer{next: stderrLog}
+	tail := &hostlog.Tail{Next: stderrLog}
 	child := &zygoteChild{z: z}
 	child.sb = &Sandbox{id: opts.ID, zc: child, group: group, exited: make(chan struct{})}
 	// The copiers end when the last write end closes: the child's and its
@@ -636,7 +638,7 @@ func (b *Backend) buildZygote(rt string) (*zygote, error) {
 	attrs := []slog.Attr{slog.String("zygote", id)}
 	stdout := newLogWriter(b.log, append(slices.Clone(attrs), slog.String("stream", "stdout"))...)
 	stderrLog := newLogWriter(b.log, append(slices.Clone(attrs), slog.String("stream", "stderr"))...)
-	tail := &tailBuffer{next: stderrLog}
+	tail := &hostlog.Tail{Next: stderrLog}
 	sb, err := Spawn(ctx, SpawnConfig{
 		ID:   id,
 		Argv: []string{bin, "-B", "-S", path.Join(runtime.SandboxRuntimeDir, pythonZygote)},
@@ -664,7 +666,7 @@ func (b *Backend) buildZygote(rt string) (*zygote, error) {
 	abort := func(err error) (*zygote, error) {
 		conn.Close()
 		_ = sb.Close()
-		if last := tail.lastLine(); last != "" {
+		if last := tail.LastLine(); last != "" {
 			err = fmt.Errorf("%w (its last output: %s)", err, last)
 		}
 		return fail(err)
