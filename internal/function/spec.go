@@ -84,6 +84,13 @@ type Spec struct {
 	Image         string   `yaml:"image,omitempty" json:"image,omitempty"`
 	Dependencies  []string `yaml:"dependencies,omitempty" json:"dependencies,omitempty"`
 	Deterministic bool     `yaml:"deterministic" json:"deterministic"`
+	// RateLimit caps the calls the function accepts: "5/s", "100/m",
+	// "1000/h" (a token bucket; "" = no limit). Calls beyond it get 429
+	// with Retry-After.
+	RateLimit string `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	// RateBurst is the bucket's size: calls accepted at once after a quiet
+	// spell (default: the N of rate_limit).
+	RateBurst int `yaml:"rate_burst,omitempty" json:"rate_burst,omitempty"`
 }
 
 // Baseline holds the server-wide defaults for fields a spec leaves out (the
@@ -392,6 +399,11 @@ func (s *Spec) Validate() error {
 	case NetworkNone, NetworkHost:
 	default:
 		return bad("network", "use none (loopback only) or host", "unknown network %q", s.Network)
+	}
+	if s.RateLimit != "" || s.RateBurst != 0 {
+		if _, _, err := s.Rate(); err != nil {
+			return err
+		}
 	}
 	if s.Image != "" {
 		switch {

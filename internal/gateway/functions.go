@@ -101,6 +101,7 @@ func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	g.catalog.remove(name)
 	g.cfg.Cache.Purge(name)
+	g.limits.forget(name)
 	g.sched.Forget(name)
 	g.metrics.Forget(name)
 	g.gc(r.Context())

@@ -85,6 +85,7 @@ type Gateway struct {
 
 	deployMu sync.Mutex // serialises deploys and deletes (store + catalog + pools)
 	catalog  catalog
+	limits   limiters // per-function rate limits
 }
 
 // New builds the gateway and loads the catalog of deployed functions.

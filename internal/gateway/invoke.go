@@ -58,6 +58,12 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if d, err := g.limits.allow(t); err != nil {
+		retryAfter(w, d)
+		g.finish(w, r, t, id, name, arrived, nil, err)
+		return
+	}
+
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	if r.ContentLength > g.cfg.MaxBodySize {

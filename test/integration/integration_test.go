@@ -858,3 +858,36 @@ func TestScale(t *testing.T) {
 		t.Fatalf("scale of a keep_alive 0 function: %v; want 400", err)
 	}
 }
+
+// A burst beyond a function's rate_limit gets 429 with Retry-After; calls
+// within it succeed, and the bucket refills.
+func TestRateLimit(t *testing.T) {
+	h := startServer(t, testConfig(t, function.ModeProcess), "")
+	h.mustDeploy(probe("limited", "rate_limit: 2/s\nrate_burst: 5\n"))
+	for i := range 5 {
+		if r := h.call("limited", "?op=pid", ""); r.Status != 200 {
+			t.Fatalf("call %d within the burst: HTTP %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	r := h.call("limited", "?op=pid", "")
+	if r.Status != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" ||
+		!bytes.Contains(r.Body, []byte("rate limit of 2/s")) {
+		t.Fatalf("call beyond the burst: HTTP %d, Retry-After %q, %s; want 429 naming the limit",
+			r.Status, r.Header.Get("Retry-After"), r.Body)
+	}
+	time.Sleep(600 * time.Millisecond) // one token at 2/s
+	if r := h.call("limited", "?op=pid", ""); r.Status != 200 {
+		t.Fatalf("call after the bucket refilled: HTTP %d %s", r.Status, r.Body)
+	}
+	// Other functions are not limited by it.
+	h.mustDeploy(probe("free", ""))
+	for range 8 {
+		wantStatus(t, h.call("free", "?op=pid", ""), 200)
+	}
+	// A bad limit is a 400 naming the field.
+	err := h.deploy(probe("badlimit", "rate_limit: lots\n"))
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 400 || !strings.Contains(ce.Error(), "rate_limit") {
+		t.Fatalf("deploy with rate_limit: lots: %v; want 400 naming rate_limit", err)
+	}
+}

@@ -1,0 +1,50 @@
+package function
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/errdefs"
+)
+
+// Rate returns the function's rate limit as events per second and the
+// bucket size, or 0, 0 when it has none. An invalid rate_limit or
+// rate_burst is an ErrInvalid error naming the field.
+func (s *Spec) Rate() (perSecond float64, burst int, err error) {
+	if s.RateLimit == "" {
+		if s.RateBurst != 0 {
+			return 0, 0, errdefs.Invalidf("set rate_limit too, like rate_limit: 5/s", "field rate_burst: given without rate_limit")
+		}
+		return 0, 0, nil
+	}
+	bad := errdefs.Invalidf("write calls per unit: 5/s, 100/m or 1000/h",
+		"field rate_limit: %q is not a rate", s.RateLimit)
+	n, unit, ok := strings.Cut(strings.TrimSpace(s.RateLimit), "/")
+	if !ok {
+		return 0, 0, bad
+	}
+	count, err := strconv.Atoi(strings.TrimSpace(n))
+	if err != nil || count < 1 || count > 1_000_000 {
+		return 0, 0, bad
+	}
+	var per time.Duration
+	switch strings.TrimSpace(unit) {
+	case "s", "sec", "second":
+		per = time.Second
+	case "m", "min", "minute":
+		per = time.Minute
+	case "h", "hour":
+		per = time.Hour
+	default:
+		return 0, 0, bad
+	}
+	burst = count
+	if s.RateBurst != 0 {
+		if s.RateBurst < 1 || s.RateBurst > 1_000_000 {
+			return 0, 0, errdefs.Invalidf("use a bucket size between 1 and 1000000", "field rate_burst: %d is out of range", s.RateBurst)
+		}
+		burst = s.RateBurst
+	}
+	return float64(count) / per.Seconds(), burst, nil
+}
