@@ -891,3 +891,18 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("deploy with rate_limit: lots: %v; want 400 naming rate_limit", err)
 	}
 }
+
+// One timeout story: a function's timeout bounds the whole call, and no
+// server-side limit is shorter (gateway.read_header_timeout is 10s and
+// covers only the request headers).
+func TestLongCallWithinItsTimeout(t *testing.T) {
+	h := startServer(t, testConfig(t, function.ModeProcess), "")
+	h.mustDeploy(probe("long", "timeout: 20s\n"))
+	r := h.call("long", "?op=sleep&s=11", "")
+	if r.Status != 200 || !bytes.Contains(r.Body, []byte("slept")) {
+		t.Fatalf("an 11 s call of a function with timeout 20s: HTTP %d %s", r.Status, r.Body)
+	}
+	if r.Duration < 11*time.Second {
+		t.Fatalf("answered after %s; the handler sleeps 11 s", r.Duration)
+	}
+}
