@@ -110,7 +110,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (*store.APIKey, error) {
 }
 
 func (a *Authenticator) unauthorized(msg string) error {
-	return errdefs.WithHint(fmt.Errorf("%s: %w", msg, ErrUnauthorized), a.hint)
+	return errdefs.New(ErrUnauthorized, a.hint, "%s", msg)
 }
 
 // EnsureAdminKey makes the admin key on first start: when no admin key is
