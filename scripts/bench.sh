@@ -14,7 +14,7 @@
 #   6. container mode (when containerd runs): cold starts on demand and
 #      from pre-started containers, warm wrk runs, and `ctr run --rm` of the
 #      same image as the baseline; then the container cold start's stage
-#      breakdown (internal/sandbox/container's TestColdStartFigures).
+#      breakdown (internal/sandbox/container's BenchmarkColdStartFigures).
 # Needs root (sandboxes) and wrk (scripts/setup.sh installs it and containerd).
 # Usage: sudo scripts/bench.sh [seconds per wrk run, default 10] [cold calls, default 300]
 set -eu
@@ -126,7 +126,7 @@ done
 if [ -n "$CONTAINERS" ]; then
 	echo
 	echo "== container cold start stages (Backend.Start and the first call, then Close; 30 each)"
-	WISP_CONTAINER_BENCH=1 go test -count=1 -v -run ColdStartFigures ./internal/sandbox/container/ | grep 'bench_test.go' | sed 's/^ *bench_test.go:[0-9]*: //'
+	go test -count=1 -v -run '^$' -bench ColdStartFigures -benchtime 1x ./internal/sandbox/container/ | grep 'bench_test.go' | sed 's/^ *bench_test.go:[0-9]*: //'
 fi
 echo
 echo "== density: 1000 idle warm process instances of a Python hello"

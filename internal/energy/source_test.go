@@ -340,9 +340,6 @@ func TestSourcesPrefersCounters(t *testing.T) {
 // TestProbeThisMachine records what the real machine offers. It asserts
 // only that discovery returns something usable.
 func TestProbeThisMachine(t *testing.T) {
-	if testing.Short() {
-		t.Skip("probes the real machine")
-	}
 	srcs, skipped := Sources(context.Background(), Options{ProbeWindow: 100 * time.Millisecond})
 	for _, u := range skipped {
 		t.Logf("unavailable: %s", u)

@@ -14,16 +14,15 @@ import (
 	"github.com/wisp-faas/wisp/internal/sandbox"
 )
 
-// TestColdStartFigures measures cold starts (Start and the first call, then
-// Close, as keep_alive 0 does) on demand and from spares, warm calls, and
-// `ctr run --rm` of the same image as the baseline. It is slow: set
-// WISP_CONTAINER_BENCH=1 (and -v) to run it.
+// BenchmarkColdStartFigures measures cold starts (Start and the first
+// call, then Close, as keep_alive 0 does) on demand and from spares, warm
+// calls, and `ctr run --rm` of the same image as the baseline. One pass is
+// the whole measurement, so run it once:
 //
-//	WISP_CONTAINER_BENCH=1 go test -count=1 -v -run ColdStartFigures ./internal/sandbox/container/
-func TestColdStartFigures(t *testing.T) {
-	if os.Getenv("WISP_CONTAINER_BENCH") != "1" {
-		t.Skip("set WISP_CONTAINER_BENCH=1 to measure cold starts")
-	}
+//	go test -v -run '^$' -bench ColdStartFigures -benchtime 1x ./internal/sandbox/container/
+func BenchmarkColdStartFigures(b *testing.B) { coldStartFigures(b) }
+
+func coldStartFigures(t testing.TB) {
 	const n = 30
 	code := codeDir(t, map[string]string{"handler.py": "def handle(req):\n    return 'hello ' + req.text\n"})
 	s := spec(t, "python3", "handler.py", func(s *function.Spec) { s.KeepAlive = 0 })
@@ -141,7 +140,7 @@ func (b *Backend) readySpares(rt string) int {
 	return b.spares.Ready(rt)
 }
 
-func waitSpares(t *testing.T, b *Backend, rt string, want int) {
+func waitSpares(t testing.TB, b *Backend, rt string, want int) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for b.readySpares(rt) < want {
@@ -152,7 +151,7 @@ func waitSpares(t *testing.T, b *Backend, rt string, want int) {
 	}
 }
 
-func report(t *testing.T, what string, ds []time.Duration) {
+func report(t testing.TB, what string, ds []time.Duration) {
 	t.Helper()
 	s := slices.Clone(ds)
 	slices.Sort(s)

@@ -15,17 +15,16 @@ import (
 	"github.com/wisp-faas/wisp/internal/testenv"
 )
 
-// TestZygoteColdStartFigures measures the Python hello's cold start (Start
-// and the first call, as keep_alive 0 does; Close reported apart) forked
-// from a zygote and made on demand, interleaved in one run, with where the
-// time goes. It is slow: set WISP_ZYGOTE_BENCH=1 (and -v) to run it;
+// BenchmarkZygoteColdStartFigures measures the Python hello's cold start
+// (Start and the first call, as keep_alive 0 does; Close reported apart)
+// forked from a zygote and made on demand, interleaved in one run, with
+// where the time goes. One pass is the whole measurement, so run it once;
 // WISP_ZYGOTE_BENCH_N sets the number of cold starts of each kind (50).
 //
-//	WISP_ZYGOTE_BENCH=1 go test -count=1 -v -run ZygoteColdStartFigures ./internal/sandbox/process/
-func TestZygoteColdStartFigures(t *testing.T) {
-	if os.Getenv("WISP_ZYGOTE_BENCH") != "1" {
-		t.Skip("set WISP_ZYGOTE_BENCH=1 to measure zygote cold starts")
-	}
+//	go test -v -run '^$' -bench ZygoteColdStartFigures -benchtime 1x ./internal/sandbox/process/
+func BenchmarkZygoteColdStartFigures(b *testing.B) { zygoteColdStartFigures(b) }
+
+func zygoteColdStartFigures(t testing.TB) {
 	n := 50
 	if v, err := strconv.Atoi(os.Getenv("WISP_ZYGOTE_BENCH_N")); err == nil && v > 0 {
 		n = v
