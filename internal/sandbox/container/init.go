@@ -7,9 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -160,7 +158,7 @@ func serveExec(cfg *runtime.ExecConfig, fds [2]int) int {
 	unix.CloseOnExec(fds[1])
 	// Out of reach of the handlers it runs (same uid): no /proc/1/mem.
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-	stop := reapOrphans()
+	stop := runtime.ReapOrphans()
 	defer stop()
 	in := os.NewFile(uintptr(fds[0]), "request")
 	out := os.NewFile(uintptr(fds[1]), "response")
@@ -169,64 +167,6 @@ func serveExec(cfg *runtime.ExecConfig, fds [2]int) int {
 		return 1
 	}
 	return 0
-}
-
-// reapOrphans reaps zombies PID 1 inherits (a handler's background
-// children), leaving the handlers themselves to os/exec: only processes
-// that are not process-group leaders of their own are reaped.
-func reapOrphans() (stop func()) {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGCHLD)
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ch:
-			case <-t.C:
-			}
-			reapOnce()
-		}
-	}()
-	return func() { signal.Stop(ch); close(done) }
-}
-
-func reapOnce() {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return
-	}
-	self := os.Getpid()
-	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == self {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[0] != "Z" {
-			continue
-		}
-		var ppid, pgrp int
-		fmt.Sscanf(f[1], "%d", &ppid)
-		fmt.Sscanf(f[2], "%d", &pgrp)
-		if ppid != self || pgrp == pid {
-			continue // not ours, or a handler os/exec waits for
-		}
-		var ws unix.WaitStatus
-		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-	}
 }
 
 // listenChannel makes the instance's socket in dir, connectable by the
