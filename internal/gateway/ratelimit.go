@@ -28,13 +28,18 @@ type limiter struct {
 // allow takes a token for a call of t, or returns an ErrLimit error and how
 // long until one is free.
 func (l *limiters) allow(t *scheduler.Target) (time.Duration, error) {
-	perSecond, burst, err := t.Spec.Rate()
-	if err != nil || perSecond == 0 {
-		return 0, nil // validated at deploy; no limit
+	if t.Spec.RateLimit == "" {
+		return 0, nil
 	}
 	l.mu.Lock()
 	e := l.m[t.Name]
 	if e == nil || e.version != t.Version {
+		// Parsed once per deployed version, not per call.
+		perSecond, burst, err := t.Spec.Rate()
+		if err != nil {
+			l.mu.Unlock()
+			return 0, nil // validated at deploy
+		}
 		if l.m == nil {
 			l.m = map[string]*limiter{}
 		}
