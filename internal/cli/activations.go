@@ -49,6 +49,7 @@ func newLogsCmd(g *globals) *cobra.Command {
 
 func newActivationsCmd(g *globals) *cobra.Command {
 	var f store.ActivationFilter
+	var allNS bool
 	cmd := &cobra.Command{
 		Use:   "activations [ID]",
 		Short: "List recent activations, or show one with its result and logs",
@@ -80,6 +81,9 @@ func newActivationsCmd(g *globals) *cobra.Command {
 				}
 				return nil
 			}
+			if allNS {
+				f.Namespace = "*"
+			}
 			acts, err := c.Activations(cmd.Context(), f)
 			if err != nil {
 				return err
@@ -97,5 +101,6 @@ func newActivationsCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&f.Function, "function", "", "only this function's activations")
 	cmd.Flags().StringVar(&f.Status, "status", "", "only this status: success, error, timeout, crashed, rejected")
 	cmd.Flags().IntVarP(&f.Limit, "limit", "n", 20, "how many to list")
+	cmd.Flags().BoolVarP(&allNS, "all-namespaces", "A", false, "list every namespace's activations (admin keys)")
 	return cmd
 }

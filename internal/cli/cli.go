@@ -26,16 +26,17 @@ import (
 var Version = "dev"
 
 type globals struct {
-	url    string
-	token  string
-	output string
+	url       string
+	token     string
+	namespace string
+	output    string
 	stdout io.Writer
 	stderr io.Writer
 	stdin  io.Reader
 }
 
 func (g *globals) client(maxConns int) *client.Client {
-	return client.New(g.url, g.token, maxConns)
+	return client.New(g.url, g.token, maxConns).WithNamespace(g.namespace)
 }
 
 func (g *globals) jsonOut() bool { return g.output == "json" }
@@ -77,6 +78,8 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.url, "url", defURL, "wisp server URL (env WISP_URL)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().StringVar(&g.namespace, "namespace", os.Getenv("WISP_NAMESPACE"),
+		"namespace to act in, for admin keys (env WISP_NAMESPACE; default: the default namespace; a tenant key always acts in its own)")
 	g.token = os.Getenv("WISP_TOKEN")
 	if g.token == "" {
 		// A server started here with the default data directory keeps its
@@ -97,6 +100,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newBenchCmd(g),
 		newImageCmd(g),
 		newEnergyCmd(g),
+		newNamespaceCmd(g),
 		NewExperimentCmd(g),
 	)
 	return root

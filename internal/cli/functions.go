@@ -169,27 +169,35 @@ func isTerminal(r io.Reader) bool {
 }
 
 func newListCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var allNS bool
+	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List deployed functions",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fns, err := g.client(1).List(cmd.Context())
+			c := g.client(1)
+			list := c.List
+			if allNS {
+				list = c.ListAll
+			}
+			fns, err := list(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if g.jsonOut() {
 				return g.printJSON(fns)
 			}
-			tw := g.table("NAME", "RUNTIME", "MODE", "VERSION", "INSTANCES", "KEEP_ALIVE", "MEMORY", "UPDATED")
+			tw := g.table("NAME", "NAMESPACE", "RUNTIME", "MODE", "VERSION", "INSTANCES", "KEEP_ALIVE", "MEMORY", "UPDATED")
 			for _, f := range fns {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d idle, %d busy\t%s\t%s\t%s\n", f.Name, f.Spec.Runtime, f.Spec.ExecutionMode,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d idle, %d busy\t%s\t%s\t%s\n", f.Name, f.Namespace, f.Spec.Runtime, f.Spec.ExecutionMode,
 					f.Version, f.Instances.Idle, f.Instances.Busy, f.Spec.KeepAliveString(), f.Spec.Memory, age(f.UpdatedAt))
 			}
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().BoolVarP(&allNS, "all-namespaces", "A", false, "list every namespace's functions (admin keys)")
+	return cmd
 }
 
 func newGetCmd(g *globals) *cobra.Command {

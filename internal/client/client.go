@@ -29,7 +29,25 @@ const DefaultURL = "http://127.0.0.1:8080"
 type Client struct {
 	base  string
 	token string
+	ns    string // sent as X-Wisp-Namespace when set
 	http  *http.Client
+}
+
+// WithNamespace returns a copy of c that acts in namespace ns (an admin
+// key's choice; a tenant key always acts in its own).
+func (c *Client) WithNamespace(ns string) *Client {
+	cc := *c
+	cc.ns = ns
+	return &cc
+}
+
+func (c *Client) authorize(h http.Header) {
+	if c.token != "" {
+		h.Set("Authorization", "Bearer "+c.token)
+	}
+	if c.ns != "" {
+		h.Set(gateway.HeaderNamespace, c.ns)
+	}
 }
 
 // New returns a client for baseURL ("" means DefaultURL). maxConns sizes the
@@ -72,9 +90,7 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, co
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
+	c.authorize(req.Header)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w (is wisp serve running? set WISP_URL to its address)", method, c.base+path, err)
@@ -151,10 +167,16 @@ func (c *Client) Deploy(ctx context.Context, name string, spec []byte, code io.R
 	return &v, json.NewDecoder(resp.Body).Decode(&v)
 }
 
-// List returns every deployed function.
+// List returns the functions of the client's namespace.
 func (c *Client) List(ctx context.Context) ([]gateway.FunctionView, error) {
 	var v []gateway.FunctionView
 	return v, c.getJSON(ctx, "/v1/functions", &v)
+}
+
+// ListAll returns the functions of every namespace (admin keys).
+func (c *Client) ListAll(ctx context.Context) ([]gateway.FunctionView, error) {
+	var v []gateway.FunctionView
+	return v, c.getJSON(ctx, "/v1/functions?all=true", &v)
 }
 
 // Get returns one function.
@@ -190,6 +212,9 @@ func (c *Client) Activations(ctx context.Context, f store.ActivationFilter) ([]s
 	}
 	if f.Before != "" {
 		q.Set("before", f.Before)
+	}
+	if f.Namespace == "*" {
+		q.Set("all", "true")
 	}
 	var v []store.Activation
 	return v, c.getJSON(ctx, "/v1/activations?"+q.Encode(), &v)
@@ -251,9 +276,7 @@ func (c *Client) Invoke(ctx context.Context, name, method, path string, header h
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
+	c.authorize(req.Header)
 	t0 := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -278,4 +301,70 @@ func (c *Client) Invoke(ctx context.Context, name, method, path string, header h
 func (c *Client) Health(ctx context.Context) (*gateway.Health, error) {
 	var h gateway.Health
 	return &h, c.getJSON(ctx, "/healthz", &h)
+}
+
+// sendJSON sends v as a JSON body and decodes a 2xx answer into out (nil:
+// discard it).
+func (c *Client) sendJSON(ctx context.Context, method, path string, v, out any) error {
+	var body io.Reader
+	if v != nil {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	resp, err := c.do(ctx, method, path, body, "application/json")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return decodeError(resp)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// CreateNamespace makes a namespace and returns it with its first key
+// (shown only here).
+func (c *Client) CreateNamespace(ctx context.Context, ns store.Namespace) (*gateway.NamespaceView, error) {
+	var v gateway.NamespaceView
+	return &v, c.sendJSON(ctx, http.MethodPost, "/v1/namespaces", ns, &v)
+}
+
+// UpdateNamespace replaces a namespace's quotas.
+func (c *Client) UpdateNamespace(ctx context.Context, ns store.Namespace) (*gateway.NamespaceView, error) {
+	var v gateway.NamespaceView
+	return &v, c.sendJSON(ctx, http.MethodPut, "/v1/namespaces/"+url.PathEscape(ns.Name), ns, &v)
+}
+
+// Namespaces lists the namespaces the key may see.
+func (c *Client) Namespaces(ctx context.Context) ([]gateway.NamespaceView, error) {
+	var v []gateway.NamespaceView
+	return v, c.getJSON(ctx, "/v1/namespaces", &v)
+}
+
+// Namespace returns one namespace.
+func (c *Client) Namespace(ctx context.Context, name string) (*gateway.NamespaceView, error) {
+	var v gateway.NamespaceView
+	return &v, c.getJSON(ctx, "/v1/namespaces/"+url.PathEscape(name), &v)
+}
+
+// DeleteNamespace removes a namespace and its keys; force removes its
+// functions too.
+func (c *Client) DeleteNamespace(ctx context.Context, name string, force bool) error {
+	p := "/v1/namespaces/" + url.PathEscape(name)
+	if force {
+		p += "?force=true"
+	}
+	return c.sendJSON(ctx, http.MethodDelete, p, nil, nil)
+}
+
+// RotateKey makes a new key for a namespace and revokes the old ones.
+func (c *Client) RotateKey(ctx context.Context, name string) (*gateway.NamespaceView, error) {
+	var v gateway.NamespaceView
+	return &v, c.sendJSON(ctx, http.MethodPost, "/v1/namespaces/"+url.PathEscape(name)+"/keys", nil, &v)
 }

@@ -19,6 +19,10 @@ var (
 	// ErrUnauthorized is returned when a call carries no valid API key.
 	// HTTP 401.
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden is returned when a valid key may not do what it asked
+	// (a tenant key managing namespaces). HTTP 403. Another tenant's
+	// objects are ErrNotFound, not ErrForbidden, so names do not leak.
+	ErrForbidden = errors.New("forbidden")
 	// ErrNotFound is returned when a named object does not exist. HTTP 404.
 	ErrNotFound = errors.New("not found")
 	// ErrConflict is returned when an object already exists or changed

@@ -12,15 +12,22 @@ import (
 // bucket size, or 0, 0 when it has none. An invalid rate_limit or
 // rate_burst is an ErrInvalid error naming the field.
 func (s *Spec) Rate() (perSecond float64, burst int, err error) {
-	if s.RateLimit == "" {
-		if s.RateBurst != 0 {
+	return ParseRate(s.RateLimit, s.RateBurst)
+}
+
+// ParseRate parses a rate_limit ("5/s", "100/m", "1000/h") and its
+// rate_burst (0: the N of the rate) into events per second and a bucket
+// size; "" is no limit (0, 0).
+func ParseRate(limit string, rateBurst int) (perSecond float64, burst int, err error) {
+	if limit == "" {
+		if rateBurst != 0 {
 			return 0, 0, errdefs.Invalidf("set rate_limit too, like rate_limit: 5/s", "field rate_burst: given without rate_limit")
 		}
 		return 0, 0, nil
 	}
 	bad := errdefs.Invalidf("write calls per unit: 5/s, 100/m or 1000/h",
-		"field rate_limit: %q is not a rate", s.RateLimit)
-	n, unit, ok := strings.Cut(strings.TrimSpace(s.RateLimit), "/")
+		"field rate_limit: %q is not a rate", limit)
+	n, unit, ok := strings.Cut(strings.TrimSpace(limit), "/")
 	if !ok {
 		return 0, 0, bad
 	}
@@ -40,11 +47,11 @@ func (s *Spec) Rate() (perSecond float64, burst int, err error) {
 		return 0, 0, bad
 	}
 	burst = count
-	if s.RateBurst != 0 {
-		if s.RateBurst < 1 || s.RateBurst > 1_000_000 {
-			return 0, 0, errdefs.Invalidf("use a bucket size between 1 and 1000000", "field rate_burst: %d is out of range", s.RateBurst)
+	if rateBurst != 0 {
+		if rateBurst < 1 || rateBurst > 1_000_000 {
+			return 0, 0, errdefs.Invalidf("use a bucket size between 1 and 1000000", "field rate_burst: %d is out of range", rateBurst)
 		}
-		burst = s.RateBurst
+		burst = rateBurst
 	}
 	return float64(count) / per.Seconds(), burst, nil
 }

@@ -33,6 +33,10 @@ const (
 // FunctionView is the API representation of a deployed function.
 type FunctionView struct {
 	Name      string        `json:"name"`
+	Namespace string        `json:"namespace"`
+	// Ref is how the function is called across namespaces:
+	// /function/{ref} (function.Ref).
+	Ref       string        `json:"ref"`
 	Version   int64         `json:"version"`
 	Digest    string        `json:"digest,omitempty"`
 	CodeSize  int64         `json:"code_size"`
@@ -51,17 +55,25 @@ type InstanceCount struct {
 }
 
 func (g *Gateway) view(rec *store.FunctionRecord) FunctionView {
-	v := FunctionView{Name: rec.Spec.Name, Version: rec.Version, Digest: rec.CodeDigest, CodeSize: rec.CodeSize,
+	v := FunctionView{Name: rec.Spec.Name, Namespace: function.NamespaceOf(rec.Namespace), Ref: rec.Ref(), Version: rec.Version, Digest: rec.CodeDigest, CodeSize: rec.CodeSize,
 		CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, Spec: rec.Spec}
 	for _, st := range g.sched.Stats() {
-		if st.Function == rec.Spec.Name {
+		if st.Function == rec.Ref() {
 			v.Instances = InstanceCount{Starting: st.Starting, Idle: st.Idle, Busy: st.Busy, Queued: st.Queued}
 		}
 	}
 	return v
 }
 
+// listFunctions lists the functions of the request's namespace; an admin's
+// ?all=true lists every namespace's.
 func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request) {
+	ns, err := g.scope(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	all := r.URL.Query().Get("all") == "true" && callerOf(r.Context()).admin
 	recs, err := g.store.ListFunctions(r.Context())
 	if err != nil {
 		writeError(w, err)
@@ -69,13 +81,20 @@ func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]FunctionView, 0, len(recs))
 	for _, rec := range recs {
-		out = append(out, g.view(rec))
+		if all || function.NamespaceOf(rec.Namespace) == ns {
+			out = append(out, g.view(rec))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request) {
-	rec, err := g.store.GetFunction(r.Context(), r.PathValue("name"))
+	ref, _, err := g.resolve(r, r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	rec, err := g.store.GetFunction(r.Context(), ref)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -88,25 +107,47 @@ func (g *Gateway) createFunction(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
-	g.deploy(w, r, r.PathValue("name"), false)
+	name := r.PathValue("name")
+	if strings.Contains(name, ".") {
+		// PUT /v1/functions/hello.team-a: deploy into that namespace.
+		ref, ns, err := g.resolve(r, name)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		_, name = function.SplitRef(ref)
+		r.Header.Set(HeaderNamespace, ns)
+	}
+	g.deploy(w, r, name, false)
 }
 
 func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	g.deployMu.Lock()
-	defer g.deployMu.Unlock()
-	if err := g.store.DeleteFunction(r.Context(), name); err != nil {
+	ref, _, err := g.resolve(r, r.PathValue("name"))
+	if err != nil {
 		writeError(w, err)
 		return
 	}
-	g.catalog.remove(name)
-	g.cfg.Cache.Purge(name)
-	g.limits.forget(name)
-	g.sched.Forget(name)
-	g.metrics.Forget(name)
+	g.deployMu.Lock()
+	defer g.deployMu.Unlock()
+	if err := g.store.DeleteFunction(r.Context(), ref); err != nil {
+		writeError(w, err)
+		return
+	}
+	g.retire(ref)
 	g.gc(r.Context())
-	g.log.Info("function deleted", "function", name)
+	g.log.Info("function deleted", "function", ref)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// retire forgets everything the node holds for a deleted function: its
+// catalog entry, cached results, rate bucket, pool and metric series.
+// Calls in flight finish. Hold deployMu.
+func (g *Gateway) retire(ref string) {
+	g.catalog.remove(ref)
+	g.cfg.Cache.Purge(ref)
+	g.limits.forget(ref)
+	g.sched.Forget(ref)
+	g.metrics.Forget(ref)
 }
 
 // deploy handles create (POST, must not exist) and create-or-replace (PUT).
@@ -118,7 +159,12 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string,
 	g.deployMu.Lock()
 	defer g.deployMu.Unlock()
 
-	rec, err := g.readDeploy(ctx, r, urlName)
+	ns, err := g.scope(r)
+	if err != nil {
+		writeError(w, fmt.Errorf("deploy: %w", err))
+		return
+	}
+	rec, err := g.readDeploy(ctx, r, ns, urlName)
 	if err != nil && rec != nil && rec.CodeDigest != "" {
 		// The upload is stored content-addressed before validation ends:
 		// drop it again unless something else uses the same code.
@@ -146,19 +192,19 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string,
 		if rec.CodeDigest != "" {
 			_ = g.store.DiscardCode(ctx, rec.CodeDigest, append(g.catalog.digests(), g.sched.LiveDigests()...))
 		}
-		writeError(w, fmt.Errorf("deploy %s: %w", rec.Spec.Name, err))
+		writeError(w, fmt.Errorf("deploy %s: %w", rec.Ref(), err))
 		return
 	}
 	t, err := targetFor(ctx, g.store, stored)
 	if err != nil {
-		writeError(w, fmt.Errorf("deploy %s: %w", rec.Spec.Name, err))
+		writeError(w, fmt.Errorf("deploy %s: %w", rec.Ref(), err))
 		return
 	}
 	g.catalog.set(t)
-	g.cfg.Cache.Purge(t.Name)        // the old version's results are unreachable now; free them
-	g.sched.Forget(stored.Spec.Name) // retire the old version's pool; its calls in flight finish
+	g.cfg.Cache.Purge(t.Name) // the old version's results are unreachable now; free them
+	g.sched.Forget(t.Name)    // retire the old version's pool; its calls in flight finish
 	g.gc(ctx)
-	g.log.Info("function deployed", "function", stored.Spec.Name, "version", stored.Version, "digest", stored.CodeDigest)
+	g.log.Info("function deployed", "function", t.Name, "version", stored.Version, "digest", stored.CodeDigest)
 	status := http.StatusOK
 	if stored.Version == 1 {
 		status = http.StatusCreated
@@ -168,7 +214,7 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string,
 
 // readDeploy parses and validates a deploy request into a record ready to
 // store.
-func (g *Gateway) readDeploy(ctx context.Context, r *http.Request, urlName string) (*store.FunctionRecord, error) {
+func (g *Gateway) readDeploy(ctx context.Context, r *http.Request, ns, urlName string) (*store.FunctionRecord, error) {
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
 		return nil, errdefs.Invalidf("send multipart/form-data with a spec part and a code part (wisp deploy does)",
@@ -225,13 +271,16 @@ func (g *Gateway) readDeploy(ctx context.Context, r *http.Request, urlName strin
 		return nil, err
 	}
 	rec := &store.FunctionRecord{Spec: *spec}
+	if ns != function.DefaultNamespace {
+		rec.Namespace = ns
+	}
 	if code != nil {
 		digest, size, err := g.store.PutCode(ctx, code)
 		if err != nil {
 			return nil, err
 		}
 		rec.CodeDigest, rec.CodeSize = digest, size
-	} else if old, err := g.store.GetFunction(ctx, spec.Name); err == nil {
+	} else if old, err := g.store.GetFunction(ctx, rec.Ref()); err == nil {
 		rec.CodeDigest, rec.CodeSize = old.CodeDigest, old.CodeSize
 	}
 	dir := ""
@@ -285,9 +334,26 @@ func (g *Gateway) gc(ctx context.Context) {
 	}
 }
 
+// listActivations lists the activations of the request's namespace; an
+// admin's ?all=true lists every namespace's.
 func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := store.ActivationFilter{Function: q.Get("function"), Before: q.Get("before"), Status: q.Get("status")}
+	ns, err := g.scope(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	f := store.ActivationFilter{Namespace: ns, Before: q.Get("before"), Status: q.Get("status")}
+	if q.Get("all") == "true" && callerOf(r.Context()).admin {
+		f.Namespace = ""
+	}
+	if fn := q.Get("function"); fn != "" {
+		if f.Function, ns, err = g.resolve(r, fn); err != nil {
+			writeError(w, err)
+			return
+		}
+		f.Namespace = ns
+	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -308,7 +374,11 @@ func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) getActivation(w http.ResponseWriter, r *http.Request) {
-	a, err := g.store.GetActivation(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	a, err := g.store.GetActivation(r.Context(), id)
+	if err == nil && !visible(r, a.Namespace) {
+		err = errdefs.New(errdefs.ErrNotFound, "wisp activations lists yours", "activation %q not found", id)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -349,10 +419,14 @@ type ScaleRequest struct {
 // scaleFunction starts instances ahead of calls, in the background, and
 // answers 202 at once; GET /v1/functions/{name} shows them come up.
 func (g *Gateway) scaleFunction(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	name, _, err := g.resolve(r, r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	t := g.catalog.get(name)
 	if t == nil {
-		writeError(w, errdefs.New(errdefs.ErrNotFound, "wisp ls lists deployed functions", "function %q not found", name))
+		writeError(w, functionNotFound(r.PathValue("name")))
 		return
 	}
 	var req ScaleRequest

@@ -37,6 +37,11 @@ type Store interface {
 	GetFunction(ctx context.Context, name string) (*store.FunctionRecord, error)
 	ListFunctions(ctx context.Context) ([]*store.FunctionRecord, error)
 	DeleteFunction(ctx context.Context, name string) error
+	CreateNamespace(ctx context.Context, ns *store.Namespace, key *store.APIKey) error
+	UpdateNamespace(ctx context.Context, ns *store.Namespace) error
+	ListNamespaces(ctx context.Context) ([]*store.Namespace, error)
+	DeleteNamespace(ctx context.Context, name string, force bool) ([]string, error)
+	RotateKey(ctx context.Context, name string, key *store.APIKey) error
 	PutCode(ctx context.Context, r io.Reader) (digest string, size int64, err error)
 	CodeDir(ctx context.Context, digest string) (string, error)
 	GCCode(ctx context.Context, keep []string) (store.GCResult, error)
@@ -87,6 +92,7 @@ type Gateway struct {
 	deployMu sync.Mutex // serialises deploys and deletes (store + catalog + pools)
 	catalog  catalog
 	limits   limiters // per-function rate limits
+	tenants  tenants  // per-namespace quotas
 }
 
 // New builds the gateway and loads the catalog of deployed functions.
@@ -94,6 +100,9 @@ func New(ctx context.Context, cfg Config, st Store, sch Scheduler, m *telemetry.
 	g := &Gateway{cfg: cfg, store: st, sched: sch, metrics: m, log: log, mux: http.NewServeMux()}
 	if err := g.catalog.load(ctx, st); err != nil {
 		return nil, fmt.Errorf("load function catalog: %w", err)
+	}
+	if err := g.tenants.load(ctx, st); err != nil {
+		return nil, fmt.Errorf("load namespaces: %w", err)
 	}
 	g.routes()
 	return g, nil
@@ -110,6 +119,12 @@ func (g *Gateway) routes() {
 	g.mux.HandleFunc("POST /v1/functions/{name}/scale", g.scaleFunction)
 	g.mux.HandleFunc("GET /v1/activations", g.listActivations)
 	g.mux.HandleFunc("GET /v1/activations/{id}", g.getActivation)
+	g.mux.HandleFunc("GET /v1/namespaces", g.listNamespaces)
+	g.mux.HandleFunc("POST /v1/namespaces", g.createNamespace)
+	g.mux.HandleFunc("GET /v1/namespaces/{name}", g.getNamespace)
+	g.mux.HandleFunc("PUT /v1/namespaces/{name}", g.updateNamespace)
+	g.mux.HandleFunc("DELETE /v1/namespaces/{name}", g.deleteNamespace)
+	g.mux.HandleFunc("POST /v1/namespaces/{name}/keys", g.rotateKey)
 	g.mux.HandleFunc("GET /healthz", g.healthz)
 	g.mux.HandleFunc("GET /v1/energy", g.energy)
 	g.mux.Handle("GET /metrics", g.metrics.Handler())
@@ -123,11 +138,13 @@ func (g *Gateway) routes() {
 // /healthz needs a valid key (401 otherwise).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.cfg.Auth != nil && r.URL.Path != "/healthz" {
-		if _, err := g.cfg.Auth.Authenticate(r); err != nil {
+		k, err := g.cfg.Auth.Authenticate(r)
+		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="wisp"`)
 			writeError(w, err)
 			return
 		}
+		r = withCaller(r, k)
 	}
 	g.mux.ServeHTTP(w, r)
 }
@@ -140,6 +157,8 @@ func statusFor(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errdefs.ErrUnauthorized):
 		return http.StatusUnauthorized
+	case errors.Is(err, errdefs.ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errdefs.ErrConflict):
@@ -204,7 +223,7 @@ func (c *catalog) load(ctx context.Context, st Store) error {
 		if err != nil {
 			return err
 		}
-		m[rec.Spec.Name] = t
+		m[rec.Ref()] = t
 	}
 	c.mu.Lock()
 	c.targets = m
@@ -214,11 +233,11 @@ func (c *catalog) load(ctx context.Context, st Store) error {
 
 func targetFor(ctx context.Context, st Store, rec *store.FunctionRecord) (*scheduler.Target, error) {
 	spec := rec.Spec
-	t := &scheduler.Target{Name: spec.Name, Version: rec.Version, Digest: rec.CodeDigest, Spec: &spec}
+	t := &scheduler.Target{Name: rec.Ref(), Version: rec.Version, Digest: rec.CodeDigest, Spec: &spec}
 	if rec.CodeDigest != "" {
 		dir, err := st.CodeDir(ctx, rec.CodeDigest)
 		if err != nil {
-			return nil, fmt.Errorf("function %s: %w", spec.Name, err)
+			return nil, fmt.Errorf("function %s: %w", t.Name, err)
 		}
 		t.CodeDir = dir
 	}

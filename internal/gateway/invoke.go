@@ -46,15 +46,17 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", 
 
 func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	arrived := time.Now()
-	name := r.PathValue("name")
 	id := store.NewActivationID()
 	w.Header().Set(HeaderActivationID, id)
 
+	name, ns, err := g.resolve(r, r.PathValue("name"))
+	if err != nil {
+		g.finish(w, r, nil, id, name, arrived, nil, err)
+		return
+	}
 	t := g.catalog.get(name)
 	if t == nil {
-		g.finish(w, r, nil, id, name, arrived, nil, errdefs.New(errdefs.ErrNotFound,
-			"wisp ls lists deployed functions; deploy one with wisp deploy -f function.yaml",
-			"function %q not found", name))
+		g.finish(w, r, nil, id, name, arrived, nil, functionNotFound(r.PathValue("name")))
 		return
 	}
 
@@ -63,6 +65,13 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		g.finish(w, r, t, id, name, arrived, nil, err)
 		return
 	}
+	release, d, err := g.tenants.admit(ns)
+	if err != nil {
+		retryAfter(w, d)
+		g.finish(w, r, t, id, name, arrived, nil, err)
+		return
+	}
+	defer release()
 
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -142,6 +151,7 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, t *scheduler.Ta
 
 	act := &store.Activation{
 		ID:        id,
+		Namespace: t.Namespace(),
 		Function:  name,
 		Start:     arrived,
 		ColdStart: cold,
@@ -312,7 +322,7 @@ func (g *Gateway) lookupCache(w http.ResponseWriter, r *http.Request, t *schedul
 	}
 	dur := time.Since(arrived)
 	g.store.RecordActivation(&store.Activation{
-		ID: id, Function: name, Version: t.Version, Start: arrived, Status: StatusSuccess, StatusCode: e.Status,
+		ID: id, Namespace: t.Namespace(), Function: name, Version: t.Version, Start: arrived, Status: StatusSuccess, StatusCode: e.Status,
 		CacheHit: true, DurationMs: ms(dur), Result: e.Body, ResponseBytes: int64(len(e.Body)),
 		RequestBytes: int64(len(req.Body)),
 	})

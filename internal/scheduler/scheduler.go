@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,11 +38,22 @@ type Config struct {
 
 // Target is one deployed version of a function: what to run.
 type Target struct {
+	// Name is the function's reference (function.Ref): unique across
+	// namespaces, and what pools, instance ids and metrics are named by.
 	Name    string
 	Version int64
 	Digest  string // code digest
 	Spec    *function.Spec
 	CodeDir string
+}
+
+// Namespace returns the namespace of the target's function ("" for the
+// default namespace, as activation records store it).
+func (t *Target) Namespace() string {
+	if ns, _ := function.SplitRef(t.Name); ns != function.DefaultNamespace {
+		return ns
+	}
+	return ""
 }
 
 // Timings are the stages of one call, in the order they happen.
@@ -357,5 +369,10 @@ func (s *Scheduler) janitor() {
 func (s *Scheduler) newInstanceID(name string) string {
 	n := s.seq.Add(1)
 	u := uuid.New()
+	// A reference may be 127 bytes ("name.namespace"); containerd takes
+	// ids of at most 76, and the sequence and random part keep it unique.
+	if len(name) > 48 {
+		name = strings.TrimRight(name[:48], "-.")
+	}
 	return fmt.Sprintf("%s-%d-%x", name, n, u[:4])
 }

@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/function"
 )
 
 // Activation statuses.
@@ -35,8 +36,10 @@ var statuses = []string{StatusSuccess, StatusError, StatusTimeout, StatusCrashed
 type Activation struct {
 	// ID is a UUIDv7 (NewActivationID), so ordering IDs orders calls by
 	// start time.
-	ID         string    `json:"id"`
-	Namespace  string    `json:"namespace,omitempty"`
+	ID        string `json:"id"`
+	Namespace string `json:"namespace,omitempty"`
+	// Function is the function's reference (function.Ref: "name" in the
+	// default namespace, "name.namespace" in another).
 	Function   string    `json:"function"`
 	Version    int64     `json:"version"`
 	Status     string    `json:"status"`
@@ -472,8 +475,12 @@ func (s *Store) GetActivation(ctx context.Context, id string) (*Activation, erro
 
 // ActivationFilter selects activations for ListActivations.
 type ActivationFilter struct {
-	// Function, if set, keeps only that function's activations.
+	// Function, if set, keeps only that function's activations (its
+	// reference).
 	Function string
+	// Namespace, if set, keeps only that namespace's activations
+	// ("default" for the default namespace).
+	Namespace string
 	// Limit is the most records returned: default 50, at most 1000.
 	Limit int
 	// Before is a cursor: only activations older than this id. Pass the
@@ -515,6 +522,7 @@ func (s *Store) ListActivations(ctx context.Context, f ActivationFilter) ([]*Act
 	}
 	match := func(a *Activation) bool {
 		return (f.Function == "" || a.Function == f.Function) &&
+			(f.Namespace == "" || function.NamespaceOf(a.Namespace) == f.Namespace) &&
 			(f.Status == "" || a.Status == f.Status) &&
 			(f.Before == "" || a.ID < f.Before)
 	}

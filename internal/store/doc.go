@@ -28,17 +28,21 @@
 // # bbolt schema
 //
 //	meta/
-//	    version                 schema version, decimal ("2")
+//	    version                 schema version, decimal ("3")
 //	    activation_count        number of keys in activations/, decimal
 //	functions/
-//	    <name>                  FunctionRecord, JSON
+//	    <ref>                   FunctionRecord, JSON; ref is the name in the default
+//	                            namespace, "name.namespace" in another (function.Ref)
 //	activations/
 //	    <id>                    Activation, JSON; id is a UUIDv7 string, so key
 //	                            order is time order and First() is the oldest
 //	activations_by_function/
-//	    <function>\x00<id>      empty; newest-first listing per function
+//	    <ref>\x00<id>           empty; newest-first listing per function
 //	keys/                       (schema 2)
 //	    <sha256 hex of the key> APIKey, JSON; the key itself is never stored
+//	namespaces/                 (schema 3)
+//	    <name>                  Namespace, JSON: a tenant and its quotas (the
+//	                            default namespace is implicit, never stored)
 //
 // The version key is read by Open. A database with no version is new and
 // gets the current schema; an older version is brought forward by running

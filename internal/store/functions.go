@@ -16,7 +16,10 @@ import (
 // FunctionRecord is a deployed function: its spec, the code it runs and its
 // version. It is stored as JSON under functions/<name>.
 type FunctionRecord struct {
-	Spec function.Spec `json:"spec"`
+	// Namespace is the tenant the function belongs to ("" or "default":
+	// the default namespace).
+	Namespace string        `json:"namespace,omitempty"`
+	Spec      function.Spec `json:"spec"`
 	// CodeDigest names the code archive ("sha256:<hex>", from PutCode);
 	// empty for a function with no code (an exec handler on the host).
 	CodeDigest string `json:"code_digest,omitempty"`
@@ -30,6 +33,10 @@ type FunctionRecord struct {
 
 // Name returns the function's name (Spec.Name).
 func (r *FunctionRecord) Name() string { return r.Spec.Name }
+
+// Ref returns the function's reference (function.Ref): the key it is
+// stored under and the name the rest of the node knows it by.
+func (r *FunctionRecord) Ref() string { return function.Ref(r.Namespace, r.Spec.Name) }
 
 func notFound(name string) error {
 	return errdefs.New(errdefs.ErrNotFound, "wisp ls lists deployed functions", "function %q not found", name)
@@ -58,7 +65,7 @@ func (s *Store) putFunction(ctx context.Context, rec *FunctionRecord, create boo
 	if rec == nil {
 		return nil, errdefs.Invalidf("pass a function record", "put function: nil record")
 	}
-	name := rec.Spec.Name
+	name := rec.Ref()
 	op := fmt.Sprintf("put function %q", name)
 	if err := live(ctx, op); err != nil {
 		return nil, err
@@ -66,7 +73,15 @@ func (s *Store) putFunction(ctx context.Context, rec *FunctionRecord, create boo
 	if err := rec.Spec.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
+	if ns := rec.Namespace; ns != "" && ns != function.DefaultNamespace {
+		if err := function.ValidateNamespace(ns); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+	}
 	out := *rec
+	if out.Namespace == function.DefaultNamespace {
+		out.Namespace = ""
+	}
 	out.Spec.Environment = append([]string(nil), rec.Spec.Environment...)
 	out.Spec.Dependencies = append([]string(nil), rec.Spec.Dependencies...)
 
@@ -125,7 +140,8 @@ func (s *Store) putFunction(ctx context.Context, rec *FunctionRecord, create boo
 	return &out, nil
 }
 
-// GetFunction returns the function called name, or ErrNotFound.
+// GetFunction returns the function whose reference (FunctionRecord.Ref) is
+// name, or ErrNotFound.
 func (s *Store) GetFunction(ctx context.Context, name string) (*FunctionRecord, error) {
 	op := fmt.Sprintf("get function %q", name)
 	if err := live(ctx, op); err != nil {
@@ -146,7 +162,8 @@ func (s *Store) GetFunction(ctx context.Context, name string) (*FunctionRecord, 
 	return rec, nil
 }
 
-// ListFunctions returns every function, sorted by name.
+// ListFunctions returns every function of every namespace, sorted by
+// reference.
 func (s *Store) ListFunctions(ctx context.Context) ([]*FunctionRecord, error) {
 	if err := live(ctx, "list functions"); err != nil {
 		return nil, err
@@ -168,8 +185,8 @@ func (s *Store) ListFunctions(ctx context.Context) ([]*FunctionRecord, error) {
 	return out, nil // bbolt iterates in key order: sorted by name
 }
 
-// DeleteFunction removes the function called name (ErrNotFound if there is
-// none). Its activation records stay until retention prunes them; its code
+// DeleteFunction removes the function whose reference is name (ErrNotFound
+// if there is none). Its activation records stay until retention prunes them; its code
 // stays until GCCode.
 func (s *Store) DeleteFunction(ctx context.Context, name string) error {
 	op := fmt.Sprintf("delete function %q", name)

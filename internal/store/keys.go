@@ -31,6 +31,10 @@ func (s *Store) PutKey(ctx context.Context, k *APIKey) error {
 	if err := live(ctx, "put key"); err != nil {
 		return err
 	}
+	return s.db.Update(func(tx *bolt.Tx) error { return putKey(tx, k) })
+}
+
+func putKey(tx *bolt.Tx, k *APIKey) error {
 	if len(k.Hash) != 64 {
 		return errdefs.Invalidf("store auth.Hash of the key", "put key %q: hash %q is not a hex SHA-256", k.Name, k.Hash)
 	}
@@ -38,9 +42,7 @@ func (s *Store) PutKey(ctx context.Context, k *APIKey) error {
 	if err != nil {
 		return fmt.Errorf("put key %q: %w", k.Name, err)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKeys).Put([]byte(k.Hash), v)
-	})
+	return tx.Bucket(bucketKeys).Put([]byte(k.Hash), v)
 }
 
 // DeleteKey removes the key with hash; a missing key is ErrNotFound.

@@ -140,13 +140,14 @@ var (
 	bucketActivations = []byte("activations")
 	bucketActByFn     = []byte("activations_by_function")
 	bucketKeys        = []byte("keys")
+	bucketNamespaces  = []byte("namespaces")
 
 	keyVersion         = []byte("version")
 	keyActivationCount = []byte("activation_count")
 )
 
 // schemaVersion is the version this binary writes.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // migration brings the schema from version-1 to version.
 type migration struct {
@@ -168,6 +169,12 @@ var migrations = []migration{
 	{version: 2, name: "API keys", migrate: func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
 			return fmt.Errorf("create bucket %s: %w", bucketKeys, err)
+		}
+		return nil
+	}},
+	{version: 3, name: "namespaces", migrate: func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketNamespaces); err != nil {
+			return fmt.Errorf("create bucket %s: %w", bucketNamespaces, err)
 		}
 		return nil
 	}},

@@ -1,0 +1,241 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/function"
+)
+
+// Namespace is a tenant: its functions, activations and keys are its own,
+// and its quotas bound what all its functions together may take.
+type Namespace struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	// RateLimit caps the invocations of all the namespace's functions
+	// together ("100/s", function.ParseRate; "" = no limit), RateBurst is
+	// the bucket's size (default: the N of RateLimit).
+	RateLimit string `json:"rate_limit,omitempty"`
+	RateBurst int    `json:"rate_burst,omitempty"`
+	// MaxConcurrency caps the namespace's calls in flight (0 = no limit).
+	MaxConcurrency int `json:"max_concurrency,omitempty"`
+}
+
+// Validate checks the name and the quotas.
+func (n *Namespace) Validate() error {
+	if err := function.ValidateNamespace(n.Name); err != nil {
+		return err
+	}
+	if _, _, err := function.ParseRate(n.RateLimit, n.RateBurst); err != nil {
+		return fmt.Errorf("namespace %s: %w", n.Name, err)
+	}
+	if n.MaxConcurrency < 0 {
+		return errdefs.Invalidf("use 1 or more, or 0 for no limit", "namespace %s: max_concurrency %d is negative", n.Name, n.MaxConcurrency)
+	}
+	return nil
+}
+
+func namespaceNotFound(name string) error {
+	return errdefs.New(errdefs.ErrNotFound, "wisp ns ls lists the namespaces", "namespace %q not found", name)
+}
+
+// CreateNamespace stores ns and its first key in one transaction
+// (ErrConflict when the namespace exists).
+func (s *Store) CreateNamespace(ctx context.Context, ns *Namespace, key *APIKey) error {
+	op := fmt.Sprintf("create namespace %q", ns.Name)
+	if err := live(ctx, op); err != nil {
+		return err
+	}
+	if err := ns.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNamespaces)
+		if b.Get([]byte(ns.Name)) != nil {
+			return errdefs.New(errdefs.ErrConflict, "choose another name, or rotate its key with wisp ns rotate "+ns.Name,
+				"namespace %q already exists", ns.Name)
+		}
+		if err := putJSON(b, ns.Name, ns); err != nil {
+			return err
+		}
+		return putKey(tx, key)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// UpdateNamespace replaces the quotas of an existing namespace.
+func (s *Store) UpdateNamespace(ctx context.Context, ns *Namespace) error {
+	op := fmt.Sprintf("update namespace %q", ns.Name)
+	if err := live(ctx, op); err != nil {
+		return err
+	}
+	if err := ns.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNamespaces)
+		v := b.Get([]byte(ns.Name))
+		if v == nil {
+			return namespaceNotFound(ns.Name)
+		}
+		var old Namespace
+		if err := json.Unmarshal(v, &old); err != nil {
+			return fmt.Errorf("decode stored namespace: %w", err)
+		}
+		ns.Created = old.Created
+		return putJSON(b, ns.Name, ns)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// GetNamespace returns the namespace called name, or ErrNotFound.
+func (s *Store) GetNamespace(ctx context.Context, name string) (*Namespace, error) {
+	op := fmt.Sprintf("get namespace %q", name)
+	if err := live(ctx, op); err != nil {
+		return nil, err
+	}
+	ns := new(Namespace)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketNamespaces).Get([]byte(name))
+		if v == nil {
+			return namespaceNotFound(name)
+		}
+		return json.Unmarshal(v, ns)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return ns, nil
+}
+
+// ListNamespaces returns the stored namespaces (not the implicit default),
+// sorted by name.
+func (s *Store) ListNamespaces(ctx context.Context) ([]*Namespace, error) {
+	if err := live(ctx, "list namespaces"); err != nil {
+		return nil, err
+	}
+	var out []*Namespace
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNamespaces).ForEach(func(k, v []byte) error {
+			ns := new(Namespace)
+			if err := json.Unmarshal(v, ns); err != nil {
+				return fmt.Errorf("decode namespace %q: %w", k, err)
+			}
+			out = append(out, ns)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list namespaces: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteNamespace removes a namespace and its keys in one transaction. A
+// namespace that still has functions is ErrConflict unless force is set,
+// which removes them too; their references are returned so the caller can
+// retire their instances.
+func (s *Store) DeleteNamespace(ctx context.Context, name string, force bool) (removed []string, err error) {
+	op := fmt.Sprintf("delete namespace %q", name)
+	if err := live(ctx, op); err != nil {
+		return nil, err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNamespaces)
+		if b.Get([]byte(name)) == nil {
+			return namespaceNotFound(name)
+		}
+		fns := tx.Bucket(bucketFunctions)
+		var refs []string
+		if err := fns.ForEach(func(k, _ []byte) error {
+			if ns, _ := function.SplitRef(string(k)); ns == name {
+				refs = append(refs, string(k))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(refs) > 0 && !force {
+			return errdefs.New(errdefs.ErrConflict, "remove its functions first, or pass --force to remove them with it",
+				"namespace %q still has %d function(s)", name, len(refs))
+		}
+		for _, ref := range refs {
+			if err := fns.Delete([]byte(ref)); err != nil {
+				return err
+			}
+		}
+		if err := deleteKeysOf(tx, name); err != nil {
+			return err
+		}
+		removed = refs
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return removed, nil
+}
+
+// RotateKey replaces every key of namespace name with key, in one
+// transaction: the old keys stop working at once.
+func (s *Store) RotateKey(ctx context.Context, name string, key *APIKey) error {
+	op := fmt.Sprintf("rotate key of namespace %q", name)
+	if err := live(ctx, op); err != nil {
+		return err
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketNamespaces).Get([]byte(name)) == nil {
+			return namespaceNotFound(name)
+		}
+		if err := deleteKeysOf(tx, name); err != nil {
+			return err
+		}
+		return putKey(tx, key)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+func deleteKeysOf(tx *bolt.Tx, ns string) error {
+	keys := tx.Bucket(bucketKeys)
+	var victims [][]byte
+	if err := keys.ForEach(func(k, v []byte) error {
+		var key APIKey
+		if err := json.Unmarshal(v, &key); err != nil {
+			return fmt.Errorf("decode key: %w", err)
+		}
+		if !key.Admin && key.Namespace == ns {
+			victims = append(victims, append([]byte(nil), k...))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range victims {
+		if err := keys.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func putJSON(b *bolt.Bucket, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	return b.Put([]byte(key), data)
+}
