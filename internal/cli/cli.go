@@ -30,9 +30,9 @@ type globals struct {
 	token     string
 	namespace string
 	output    string
-	stdout io.Writer
-	stderr io.Writer
-	stdin  io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
+	stdin     io.Reader
 }
 
 func (g *globals) client(maxConns int) *client.Client {

@@ -48,11 +48,15 @@ made from NAME, --runtime and --handler, and --dir (default .) is packed.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", displayName(file, args), err)
 			}
-			var code bytes.Buffer
-			if err := store.Pack(dir, &code, nil); err != nil {
-				return fmt.Errorf("pack %s: %w", dir, err)
+			var code io.Reader
+			if !s.IsSequence() { // a sequence has no code of its own
+				var buf bytes.Buffer
+				if err := store.Pack(dir, &buf, nil); err != nil {
+					return fmt.Errorf("pack %s: %w", dir, err)
+				}
+				code = &buf
 			}
-			v, err := g.client(1).Deploy(cmd.Context(), s.Name, spec, &code)
+			v, err := g.client(1).Deploy(cmd.Context(), s.Name, spec, code)
 			if err != nil {
 				return err
 			}

@@ -56,8 +56,16 @@ const (
 // Spec is a function as the user describes it (DESIGN §2, seed 003 §4.2).
 // The zero value is not valid; use Parse or Defaults.
 type Spec struct {
-	Name          string   `yaml:"name" json:"name"`
-	Description   string   `yaml:"description,omitempty" json:"description,omitempty"`
+	Name        string `yaml:"name" json:"name"`
+	Description string `yaml:"description,omitempty" json:"description,omitempty"`
+	// Kind is KindFunction (code that runs in a sandbox; "" means it) or
+	// KindSequence (a chain of other functions: Steps).
+	Kind string `yaml:"kind,omitempty" json:"kind,omitempty"`
+	// Steps are the functions of a sequence, by name in its namespace:
+	// each step's response body is the next step's request body, and the
+	// last step's response is the sequence's. A sequence has no runtime,
+	// handler or code; its timeout bounds the whole chain.
+	Steps         []string `yaml:"steps,omitempty" json:"steps,omitempty"`
 	Runtime       string   `yaml:"runtime" json:"runtime"`
 	Handler       string   `yaml:"handler" json:"handler"`
 	ExecutionMode string   `yaml:"execution_mode" json:"execution_mode"`
@@ -91,7 +99,30 @@ type Spec struct {
 	// RateBurst is the bucket's size: calls accepted at once after a quiet
 	// spell (default: the N of rate_limit).
 	RateBurst int `yaml:"rate_burst,omitempty" json:"rate_burst,omitempty"`
+	// Retries is how many times an asynchronous call (POST
+	// /async-function/{name}, a schedule) is tried again after it fails
+	// (crash, timeout, error status), with exponential backoff, before it
+	// goes to the dead-letter list. Synchronous calls are never retried.
+	Retries int `yaml:"retries,omitempty" json:"retries,omitempty"`
+	// Schedule calls the function asynchronously on a cron schedule:
+	// "*/5 * * * *", "@hourly", "@every 30s" (internal/trigger).
+	Schedule string `yaml:"schedule,omitempty" json:"schedule,omitempty"`
 }
+
+// Function kinds.
+const (
+	KindFunction = "function"
+	KindSequence = "sequence"
+)
+
+// MaxSteps bounds a sequence's steps.
+const MaxSteps = 32
+
+// MaxRetries bounds a function's retries.
+const MaxRetries = 20
+
+// IsSequence reports whether the spec is a sequence.
+func (s *Spec) IsSequence() bool { return s.Kind == KindSequence }
 
 // Baseline holds the server-wide defaults for fields a spec leaves out (the
 // system config's execution.default_mode, warm_instance_ttl,
@@ -360,6 +391,20 @@ func (s *Spec) Validate() error {
 	case !nameRE.MatchString(s.Name):
 		return bad("name", "use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
 			"%q is not a valid function name", s.Name)
+	case s.Retries < 0 || s.Retries > MaxRetries:
+		return bad("retries", fmt.Sprintf("use a number of retries between 0 and %d", MaxRetries), "%d is out of range", s.Retries)
+	}
+	switch s.Kind {
+	case "", KindFunction:
+		if len(s.Steps) > 0 {
+			return bad("steps", "set kind: sequence, or remove steps", "only a sequence has steps")
+		}
+	case KindSequence:
+		return s.validateSequence(bad)
+	default:
+		return bad("kind", "use function (the default) or sequence", "unknown kind %q", s.Kind)
+	}
+	switch {
 	case s.Runtime == "":
 		return bad("runtime", "add runtime: python3, node or exec", "is required")
 	case !runtimeRE.MatchString(s.Runtime):
@@ -419,6 +464,37 @@ func (s *Spec) Validate() error {
 		k, _, ok := strings.Cut(e, "=")
 		if !ok || !envKeyRE.MatchString(k) {
 			return bad(fmt.Sprintf("environment[%d]", i), "write entries as NAME=value", "%q is not NAME=value", e)
+		}
+	}
+	return nil
+}
+
+// validateSequence checks a sequence: its steps, and none of the fields
+// that only code has.
+func (s *Spec) validateSequence(bad func(field, hint, format string, args ...any) error) error {
+	switch {
+	case len(s.Steps) == 0:
+		return bad("steps", "list the functions to call in order, like steps: [resize, watermark, store]", "a sequence needs at least one step")
+	case len(s.Steps) > MaxSteps:
+		return bad("steps", fmt.Sprintf("use at most %d steps, or nest sequences", MaxSteps), "%d steps are too many", len(s.Steps))
+	case s.Runtime != "" || s.Handler != "":
+		return bad("runtime", "remove runtime and handler: a sequence runs its steps' code, not its own", "a sequence has no runtime or handler")
+	case s.Image != "":
+		return bad("image", "remove image: a sequence runs its steps' code, not its own", "a sequence has no image")
+	case s.Timeout.D() <= 0 || s.Timeout.D() > MaxTimeout:
+		return bad("timeout", "use a positive duration up to 24h; it bounds the whole chain", "%s is out of range", s.Timeout)
+	}
+	for i, st := range s.Steps {
+		switch {
+		case !nameRE.MatchString(st):
+			return bad(fmt.Sprintf("steps[%d]", i), "name a function of the sequence's namespace, like resize", "%q is not a function name", st)
+		case st == s.Name:
+			return bad(fmt.Sprintf("steps[%d]", i), "a sequence cannot call itself; name another function", "step %q is the sequence itself", st)
+		}
+	}
+	if s.RateLimit != "" || s.RateBurst != 0 {
+		if _, _, err := s.Rate(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -32,8 +32,8 @@ const (
 
 // FunctionView is the API representation of a deployed function.
 type FunctionView struct {
-	Name      string        `json:"name"`
-	Namespace string        `json:"namespace"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
 	// Ref is how the function is called across namespaces:
 	// /function/{ref} (function.Ref).
 	Ref       string        `json:"ref"`
@@ -267,12 +267,20 @@ func (g *Gateway) readDeploy(ctx context.Context, r *http.Request, ns, urlName s
 		return nil, errdefs.Invalidf("make the URL and the spec's name agree",
 			"field name: spec names %q but the URL names %q", spec.Name, urlName)
 	}
-	if err := g.checkSpec(spec); err != nil {
-		return nil, err
-	}
 	rec := &store.FunctionRecord{Spec: *spec}
 	if ns != function.DefaultNamespace {
 		rec.Namespace = ns
+	}
+	if spec.IsSequence() {
+		// A sequence runs its steps' code, never its own: whatever came
+		// with it is dropped unread. Its steps may be deployed later.
+		if code != nil {
+			_, _ = io.Copy(io.Discard, code)
+		}
+		return rec, g.checkSchedule(spec)
+	}
+	if err := g.checkSpec(spec); err != nil {
+		return nil, err
 	}
 	if code != nil {
 		digest, size, err := g.store.PutCode(ctx, code)
@@ -323,6 +331,11 @@ func (g *Gateway) checkSpec(spec *function.Spec) error {
 			return fmt.Errorf("field runtime: %w", err)
 		}
 	}
+	return g.checkSchedule(spec)
+}
+
+// checkSchedule checks a spec's cron schedule.
+func (g *Gateway) checkSchedule(spec *function.Spec) error {
 	return nil
 }
 
@@ -432,6 +445,10 @@ func (g *Gateway) scaleFunction(w http.ResponseWriter, r *http.Request) {
 	var req ScaleRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&req); err != nil || req.Instances < 1 {
 		writeError(w, errdefs.Invalidf(`send {"instances": N} with N ≥ 1`, "scale %s: bad request body", name))
+		return
+	}
+	if t.Spec.IsSequence() {
+		writeError(w, errdefs.Invalidf("scale its steps instead", "scale %s: a sequence has no instances of its own", name))
 		return
 	}
 	if t.Spec.KeepAlive.D() == 0 && !t.Spec.KeepAliveAuto {

@@ -115,13 +115,13 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	// does not cancel it: the call finishes and is recorded, and the
 	// instance stays warm.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), t.Spec.Timeout.D())
-	res, err := g.sched.Invoke(ctx, t, req)
+	res, steps, err := g.run(ctx, t, req, 0)
 	cancel()
 	if ckey != "" && err == nil && res.Response.Error == "" && res.Response.Status >= 200 && res.Response.Status < 300 {
 		g.cfg.Cache.Put(ckey, &cache.Entry{Status: res.Response.Status, Header: res.Response.Header,
 			Body: res.Response.Body, Stored: time.Now()})
 	}
-	g.finish(w, r, t, id, name, arrived, res, err)
+	g.finishWith(w, r, t, id, name, arrived, res, err, links{children: steps})
 	if err == nil && buf.Cap() <= 1<<20 {
 		// After an error the instance may still hold the body; let it go.
 		bufPool.Put(buf)
@@ -139,31 +139,107 @@ func tooLarge(n, limit int64) error {
 // finish writes the response, records the activation and the metrics.
 func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, t *scheduler.Target, id, name string,
 	arrived time.Time, res *scheduler.Result, err error) {
+	g.finishWith(w, r, t, id, name, arrived, res, err, links{})
+}
+
+// links ties the activations of a sequence together.
+type links struct {
+	parent   string   // the sequence's activation, for a step's
+	children []string // the steps' activations, for a sequence's
+}
+
+func (g *Gateway) finishWith(w http.ResponseWriter, r *http.Request, t *scheduler.Target, id, name string,
+	arrived time.Time, res *scheduler.Result, err error, l links) {
 	if t == nil {
 		// Unknown functions get no activation record or metric series, so
 		// arbitrary names cannot grow either.
 		writeError(w, err)
 		return
 	}
-	cold := res != nil && res.Cold
+	act, resp := g.activation(t, id, name, arrived, res, err, l)
 	h := w.Header()
-	h.Set(HeaderColdStart, strconv.FormatBool(cold))
+	h.Set(HeaderColdStart, strconv.FormatBool(act.ColdStart))
+	// X-Wisp-Init-Ms: what this call paid for an instance's start (0 when
+	// it was served warm), as OpenWhisk's initTime.
+	initMs := "0"
+	if act.ColdStart && res != nil {
+		initMs = fmtMs(res.Timings.Start)
+	}
+	h.Set(HeaderInitMs, initMs)
+	switch {
+	case err != nil:
+		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+		writeError(w, err)
+	case resp.Error != "":
+		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+		writeJSON(w, act.StatusCode, ErrorBody{Error: act.Error, Hint: act.Hint})
+	default:
+		for k, vs := range resp.Header {
+			if !strings.HasPrefix(k, "X-Wisp-") { // wisp's own headers are wisp's
+				h[k] = vs
+			}
+		}
+		// The function may not set framing or wisp's own headers.
+		for _, k := range []string{"Connection", "Transfer-Encoding", "Keep-Alive", "Upgrade", "Trailer"} {
+			h.Del(k)
+		}
+		h.Set(HeaderActivationID, id)
+		h.Set(HeaderColdStart, strconv.FormatBool(act.ColdStart))
+		h.Set(HeaderInitMs, initMs)
+		if h.Get("Content-Type") == "" {
+			h.Set("Content-Type", "application/octet-stream")
+		}
+		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+		w.WriteHeader(act.StatusCode)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(resp.Body)
+		}
+	}
+	if r.ContentLength > 0 {
+		act.RequestBytes = r.ContentLength
+	}
+	g.record(act, arrived)
+}
 
+// record stores an activation (its duration measured from arrived) and
+// counts it in the metrics.
+func (g *Gateway) record(act *store.Activation, arrived time.Time) {
+	dur := time.Since(arrived)
+	act.DurationMs = ms(dur)
+	g.store.RecordActivation(act)
+	g.metrics.Invocation(act.Function, act.Status, act.ColdStart, act.StatusCode, dur)
+	if act.Status != StatusSuccess {
+		g.log.Info("invocation failed", "function", act.Function, "activation", act.ID, "status", act.StatusCode,
+			"outcome", act.Status, "err", act.Error)
+	}
+}
+
+// activation builds the record of a call of t that ended with res and err
+// (its duration is set by record), and returns the function's response
+// when there is one.
+func (g *Gateway) activation(t *scheduler.Target, id, name string, arrived time.Time, res *scheduler.Result, err error,
+	l links) (*store.Activation, *sandbox.Response) {
+	cold := res != nil && res.Cold
 	act := &store.Activation{
 		ID:        id,
 		Namespace: t.Namespace(),
 		Function:  name,
 		Start:     arrived,
 		ColdStart: cold,
+		Version:   t.Version,
+		Parent:    l.parent,
+		Children:  l.children,
 	}
-	act.Version = t.Version
+	var resp *sandbox.Response
 	if res != nil {
+		resp = res.Response
 		act.InstanceID = res.InstanceID
 		act.Timings = map[string]float64{
 			"queue_ms": ms(res.Timings.Queue),
 			"exec_ms":  ms(res.Timings.Exec),
 		}
-		if g.cfg.Meter != nil && res.Response != nil {
+		if g.cfg.Meter != nil && res.Response != nil && !t.Spec.IsSequence() {
 			j, src := g.cfg.Meter.ObserveCall(name, res.Timings.Exec)
 			act.EnergyJ, act.EnergySource = j, string(src)
 		}
@@ -177,86 +253,41 @@ func (g *Gateway) finish(w http.ResponseWriter, r *http.Request, t *scheduler.Ta
 			}
 		}
 	}
-	// X-Wisp-Init-Ms: what this call paid for an instance's start (0 when
-	// it was served warm), as OpenWhisk's initTime.
-	initMs := "0"
-	if cold && res != nil {
-		initMs = fmtMs(res.Timings.Start)
-	}
-	h.Set(HeaderInitMs, initMs)
-
-	status := http.StatusOK
-	var resp *sandbox.Response
-	if res != nil {
-		resp = res.Response
-	}
 	switch {
 	case err != nil:
-		status = statusFor(err)
+		act.StatusCode = statusFor(err)
 		act.Status = activationStatus(err)
 		act.Error, act.Hint = err.Error(), errdefs.Hint(err)
 		if resp != nil {
 			act.Logs = string(resp.Logs)
 		}
-		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
-		writeError(w, err)
 	case resp.Error != "":
-		status = resp.Status
-		if status < 500 {
-			status = http.StatusInternalServerError
+		act.StatusCode = resp.Status
+		if act.StatusCode < 500 {
+			act.StatusCode = http.StatusInternalServerError
 		}
 		act.Status = StatusError
 		act.Error = fmt.Sprintf("function %s raised %s", name, resp.Error)
 		act.Hint = fmt.Sprintf("wisp logs %s shows the traceback", name)
+		if t.Spec.IsSequence() {
+			act.Error = fmt.Sprintf("sequence %s failed %s", name, resp.Error)
+			act.Hint = fmt.Sprintf("wisp activations %s links the steps' activations, with their logs", id)
+		}
 		act.Logs = string(resp.Logs)
-		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
-		writeJSON(w, status, ErrorBody{Error: act.Error, Hint: act.Hint})
 	default:
-		status = resp.Status
-		if status == 0 {
-			status = http.StatusOK
+		act.StatusCode = resp.Status
+		if act.StatusCode == 0 {
+			act.StatusCode = http.StatusOK
 		}
 		act.Status = StatusSuccess
-		if status >= 500 {
+		if act.StatusCode >= 500 {
 			act.Status = StatusError
 		}
 		act.Logs = string(resp.Logs)
 		act.Result = resp.Body
 		act.ResponseBytes = int64(len(resp.Body))
-		for k, vs := range resp.Header {
-			if !strings.HasPrefix(k, "X-Wisp-") { // wisp's own headers are wisp's
-				h[k] = vs
-			}
-		}
-		// The function may not set framing or wisp's own headers.
-		for _, k := range []string{"Connection", "Transfer-Encoding", "Keep-Alive", "Upgrade", "Trailer"} {
-			h.Del(k)
-		}
-		h.Set(HeaderActivationID, id)
-		h.Set(HeaderColdStart, strconv.FormatBool(cold))
-		h.Set(HeaderInitMs, initMs)
-		if h.Get("Content-Type") == "" {
-			h.Set("Content-Type", "application/octet-stream")
-		}
-		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
-		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
-		w.WriteHeader(status)
-		if r.Method != http.MethodHead {
-			_, _ = w.Write(resp.Body)
-		}
 	}
-	dur := time.Since(arrived)
-	act.StatusCode = status
-	act.DurationMs = ms(dur)
-	if r.ContentLength > 0 {
-		act.RequestBytes = r.ContentLength
-	}
-	g.store.RecordActivation(act)
-	g.metrics.Invocation(name, act.Status, cold, status, dur)
-	if act.Status != StatusSuccess {
-		g.log.Info("invocation failed", "function", name, "activation", id, "status", status,
-			"outcome", act.Status, "err", act.Error)
-	}
+	return act, resp
 }
 
 func activationStatus(err error) string {

@@ -58,7 +58,11 @@ type Activation struct {
 	EnergySource string  `json:"energy_source,omitempty"`
 	// CacheHit says the call was answered from the result cache, without
 	// running the function.
-	CacheHit bool               `json:"cache_hit,omitempty"`
+	CacheHit bool `json:"cache_hit,omitempty"`
+	// Parent is the activation of the sequence this call was a step of;
+	// Children are a sequence's steps' activations, in order.
+	Parent   string             `json:"parent,omitempty"`
+	Children []string           `json:"children,omitempty"`
 	Timings  map[string]float64 `json:"timings,omitempty"`
 	Error    string             `json:"error,omitempty"`
 	Hint     string             `json:"hint,omitempty"`
