@@ -2,7 +2,9 @@
 # Installs the Debian packages wisp and its tests need, if any is missing:
 # python3 and nodejs (function runtimes), containerd and runc (container
 # mode), procps (ps, used by the isolation tests), iproute2, wrk (warm-path
-# benchmarks) and git; then makes sure containerd is running. Idempotent;
+# benchmarks), git and nats-server (the NATS trigger tests; wisp itself
+# needs it only when triggers.nats_url names a server); then makes sure
+# containerd is running. Idempotent;
 # needs root (or sudo) only when something is missing.
 set -eu
 pkgs=""
@@ -15,6 +17,7 @@ need wrk /usr/bin/wrk wrk
 need git /usr/bin/git git
 need containerd /usr/bin/containerd containerd
 need runc /usr/sbin/runc runc
+need nats-server /usr/sbin/nats-server nats-server
 if [ -n "$pkgs" ]; then
 	echo "wisp setup: installing Debian packages:$pkgs" >&2
 	SUDO=""

@@ -101,6 +101,7 @@ func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newImageCmd(g),
 		newEnergyCmd(g),
 		newNamespaceCmd(g),
+		newTriggerCmd(g),
 		NewExperimentCmd(g),
 	)
 	return root

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/gateway"
 	"github.com/wisp-faas/wisp/internal/store"
 )
 
@@ -94,9 +95,9 @@ func shortDigest(d string) string {
 }
 
 func newInvokeCmd(g *globals) *cobra.Command {
-	var data, method, path string
+	var data, method, path, callback string
 	var headers []string
-	var verbose bool
+	var verbose, async bool
 	cmd := &cobra.Command{
 		Use:   "invoke NAME [-d DATA | -d @file | < stdin]",
 		Short: "Call a function and print its response",
@@ -130,6 +131,20 @@ func newInvokeCmd(g *globals) *cobra.Command {
 					method = http.MethodGet
 				}
 			}
+			if async {
+				if callback != "" {
+					h.Set(gateway.HeaderCallbackURL, callback)
+				}
+				id, err := g.client(1).InvokeAsync(cmd.Context(), args[0], path, h, body)
+				if err != nil {
+					return err
+				}
+				if g.jsonOut() {
+					return g.printJSON(gateway.AsyncAccepted{ActivationID: id})
+				}
+				fmt.Fprintf(g.stdout, "queued: activation %s\nsee it: wisp activations %s\n", id, id)
+				return nil
+			}
 			res, err := g.client(1).Invoke(cmd.Context(), args[0], method, path, h, body)
 			if err != nil {
 				return err
@@ -160,6 +175,8 @@ func newInvokeCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&path, "path", "", "path below /function/NAME")
 	cmd.Flags().StringArrayVarP(&headers, "header", "H", nil, "request header 'Name: value' (repeatable)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print status, activation id and timing to stderr")
+	cmd.Flags().BoolVar(&async, "async", false, "queue the call (POST /async-function/NAME) and print its activation id")
+	cmd.Flags().StringVar(&callback, "callback", "", "with --async: a URL that receives the outcome (X-Callback-Url)")
 	return cmd
 }
 

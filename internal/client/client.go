@@ -200,6 +200,16 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 
 // Activations lists activation records, newest first.
 func (c *Client) Activations(ctx context.Context, f store.ActivationFilter) ([]store.Activation, error) {
+	return c.activations(ctx, f, "")
+}
+
+// AsyncActivations lists async calls in a queue state (queued, running,
+// succeeded, failed: the dead letters), newest first.
+func (c *Client) AsyncActivations(ctx context.Context, f store.ActivationFilter, state string) ([]store.Activation, error) {
+	return c.activations(ctx, f, state)
+}
+
+func (c *Client) activations(ctx context.Context, f store.ActivationFilter, state string) ([]store.Activation, error) {
 	q := url.Values{}
 	if f.Function != "" {
 		q.Set("function", f.Function)
@@ -215,6 +225,9 @@ func (c *Client) Activations(ctx context.Context, f store.ActivationFilter) ([]s
 	}
 	if f.Namespace == "*" {
 		q.Set("all", "true")
+	}
+	if state != "" {
+		q.Set("state", state)
 	}
 	var v []store.Activation
 	return v, c.getJSON(ctx, "/v1/activations?"+q.Encode(), &v)
@@ -367,4 +380,61 @@ func (c *Client) DeleteNamespace(ctx context.Context, name string, force bool) e
 func (c *Client) RotateKey(ctx context.Context, name string) (*gateway.NamespaceView, error) {
 	var v gateway.NamespaceView
 	return &v, c.sendJSON(ctx, http.MethodPost, "/v1/namespaces/"+url.PathEscape(name)+"/keys", nil, &v)
+}
+
+// InvokeAsync queues a call (POST /async-function/{name}) and returns its
+// activation id. header may carry X-Callback-Url.
+func (c *Client) InvokeAsync(ctx context.Context, name, path string, header http.Header, body []byte) (string, error) {
+	p := "/async-function/" + url.PathEscape(name)
+	if path != "" && path != "/" {
+		p += "/" + strings.TrimPrefix(path, "/")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+p, bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	c.authorize(req.Header)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("invoke %s: %w (is wisp serve running? set WISP_URL to its address)", name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return "", decodeError(resp)
+	}
+	var v gateway.AsyncAccepted
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return "", fmt.Errorf("invoke %s: %w", name, err)
+	}
+	return v.ActivationID, nil
+}
+
+// Redrive sends a failed async call (a dead letter) back to the queue.
+func (c *Client) Redrive(ctx context.Context, id string) error {
+	return c.sendJSON(ctx, http.MethodPost, "/v1/activations/"+url.PathEscape(id)+"/redrive", nil, nil)
+}
+
+// Triggers lists the triggers of the client's namespace (all: every
+// namespace's, admin keys).
+func (c *Client) Triggers(ctx context.Context, all bool) ([]gateway.TriggerView, error) {
+	var v []gateway.TriggerView
+	p := "/v1/triggers"
+	if all {
+		p += "?all=true"
+	}
+	return v, c.getJSON(ctx, p, &v)
+}
+
+// CreateTrigger makes a cron or NATS trigger.
+func (c *Client) CreateTrigger(ctx context.Context, t gateway.TriggerRequest) (*gateway.TriggerView, error) {
+	var v gateway.TriggerView
+	return &v, c.sendJSON(ctx, http.MethodPost, "/v1/triggers", t, &v)
+}
+
+// DeleteTrigger removes a trigger.
+func (c *Client) DeleteTrigger(ctx context.Context, name string) error {
+	return c.sendJSON(ctx, http.MethodDelete, "/v1/triggers/"+url.PathEscape(name), nil, nil)
 }

@@ -61,6 +61,8 @@ type Config struct {
 	Gateway   Gateway   `yaml:"gateway" json:"gateway"`
 	Store     Store     `yaml:"store" json:"store"`
 	Cache     Cache     `yaml:"cache" json:"cache"`
+	Async     Async     `yaml:"async" json:"async"`
+	Triggers  Triggers  `yaml:"triggers" json:"triggers"`
 	Energy    Energy    `yaml:"energy" json:"energy"`
 	Log       Log       `yaml:"log" json:"log"`
 }
@@ -80,6 +82,30 @@ type Energy struct {
 	// defaults (internal/energy), or fit them with wisp energy calibrate.
 	ModelIdleWatts float64 `yaml:"model_idle_watts" json:"model_idle_watts"`
 	ModelMaxWatts  float64 `yaml:"model_max_watts" json:"model_max_watts"`
+}
+
+// Async configures the durable queue of asynchronous calls
+// (internal/queue): POST /async-function/{name}, schedules and triggers.
+type Async struct {
+	// Workers is how many async calls run at once.
+	Workers int `yaml:"workers" json:"workers"`
+	// MaxQueued is how many async calls may wait or run; beyond it POST
+	// /async-function answers 429.
+	MaxQueued int `yaml:"max_queued" json:"max_queued"`
+	// BackoffBase is the delay before a failed call's first retry; it
+	// doubles per attempt up to BackoffMax (with jitter).
+	BackoffBase function.Duration `yaml:"backoff_base" json:"backoff_base"`
+	BackoffMax  function.Duration `yaml:"backoff_max" json:"backoff_max"`
+	// DoneRetention is how long a succeeded call's queue entry is kept
+	// (its activation record stays as store.activation_retention says).
+	DoneRetention function.Duration `yaml:"done_retention" json:"done_retention"`
+}
+
+// Triggers configures event sources (internal/trigger).
+type Triggers struct {
+	// NATSURL is the NATS server NATS triggers subscribe on
+	// (nats://127.0.0.1:4222); "" turns NATS triggers off.
+	NATSURL string `yaml:"nats_url" json:"nats_url"`
 }
 
 // Cache configures the result cache of deterministic functions
@@ -305,7 +331,9 @@ func Default() Config {
 			LogLimit:            64 << 10,
 			ResultLimit:         64 << 10,
 		},
-		Cache:  Cache{MaxEntries: 10000, MaxEntrySize: 1 << 20, TTL: function.Duration(5 * time.Minute)},
+		Cache: Cache{MaxEntries: 10000, MaxEntrySize: 1 << 20, TTL: function.Duration(5 * time.Minute)},
+		Async: Async{Workers: 16, MaxQueued: 100000, BackoffBase: function.Duration(time.Second),
+			BackoffMax: function.Duration(5 * time.Minute), DoneRetention: function.Duration(time.Hour)},
 		Energy: Energy{Interval: function.Duration(time.Second), History: function.Duration(time.Hour)},
 		Log:    Log{Level: "info", Format: LogJSON},
 	}

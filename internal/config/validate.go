@@ -45,7 +45,8 @@ const maxUID = math.MaxUint32 - 1
 func (c *Config) Validate() error {
 	for _, check := range []func() error{
 		c.Execution.validate, c.Process.validate, c.Container.validate,
-		c.Gateway.validate, c.Store.validate, c.Cache.validate, c.Energy.validate, c.Log.validate,
+		c.Gateway.validate, c.Store.validate, c.Cache.validate, c.Async.validate, c.Triggers.validate,
+		c.Energy.validate, c.Log.validate,
 	} {
 		if err := check(); err != nil {
 			return err
@@ -248,6 +249,38 @@ func (e *Energy) validate() error {
 		return bad("energy.idle_watts", "use 0 (unknown) or the node's measured idle power in watts", "must not be negative")
 	case e.ModelIdleWatts < 0 || e.ModelMaxWatts < e.ModelIdleWatts:
 		return bad("energy.model_max_watts", "set 0 ≤ model_idle_watts ≤ model_max_watts, or both 0 for the defaults", "%g W idle, %g W max", e.ModelIdleWatts, e.ModelMaxWatts)
+	}
+	return nil
+}
+
+func (a *Async) validate() error {
+	switch {
+	case a.Workers < 1 || a.Workers > 10000:
+		return bad("async.workers", "use 1 to 10000", "%d is out of range", a.Workers)
+	case a.MaxQueued < 1 || a.MaxQueued > 100_000_000:
+		return bad("async.max_queued", "use 1 to 100000000", "%d is out of range", a.MaxQueued)
+	}
+	if err := positiveDuration("async.backoff_base", a.BackoffBase, time.Hour); err != nil {
+		return err
+	}
+	if err := positiveDuration("async.backoff_max", a.BackoffMax, 24*time.Hour); err != nil {
+		return err
+	}
+	if a.BackoffMax.D() < a.BackoffBase.D() {
+		return bad("async.backoff_max", "make it at least async.backoff_base", "%s is below backoff_base %s", a.BackoffMax, a.BackoffBase)
+	}
+	return positiveDuration("async.done_retention", a.DoneRetention, 30*24*time.Hour)
+}
+
+func (t *Triggers) validate() error {
+	if t.NATSURL == "" {
+		return nil
+	}
+	for _, u := range strings.Split(t.NATSURL, ",") {
+		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
+			return bad("triggers.nats_url", "write nats://HOST:4222 (several separated by commas), or \"\" for no NATS triggers",
+				"%q is not a nats:// URL", u)
+		}
 	}
 	return nil
 }

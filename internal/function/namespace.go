@@ -56,3 +56,8 @@ func ValidateNamespace(ns string) error {
 	}
 	return nil
 }
+
+// ValidName reports whether s is a valid function, namespace or trigger
+// name: a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending
+// with '-').
+func ValidName(s string) bool { return nameRE.MatchString(s) }

@@ -148,6 +148,9 @@ func (g *Gateway) retire(ref string) {
 	g.limits.forget(ref)
 	g.sched.Forget(ref)
 	g.metrics.Forget(ref)
+	if g.cfg.Triggers != nil {
+		g.cfg.Triggers.Remove(scheduleID(ref))
+	}
 }
 
 // deploy handles create (POST, must not exist) and create-or-replace (PUT).
@@ -201,6 +204,9 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string,
 		return
 	}
 	g.catalog.set(t)
+	if err := g.syncSchedule(t); err != nil {
+		g.log.Error("schedule not started", "function", t.Name, "err", err)
+	}
 	g.cfg.Cache.Purge(t.Name) // the old version's results are unreachable now; free them
 	g.sched.Forget(t.Name)    // retire the old version's pool; its calls in flight finish
 	g.gc(ctx)
@@ -334,11 +340,6 @@ func (g *Gateway) checkSpec(spec *function.Spec) error {
 	return g.checkSchedule(spec)
 }
 
-// checkSchedule checks a spec's cron schedule.
-func (g *Gateway) checkSchedule(spec *function.Spec) error {
-	return nil
-}
-
 // gc removes code no deployed function references.
 func (g *Gateway) gc(ctx context.Context) {
 	keep := append(g.catalog.digests(), g.sched.LiveDigests()...)
@@ -351,6 +352,12 @@ func (g *Gateway) gc(ctx context.Context) {
 // admin's ?all=true lists every namespace's.
 func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if state := q.Get("state"); state != "" {
+		// Async calls by state (state=failed: the dead letters) come from
+		// the queue.
+		g.listJobs(w, r, state)
+		return
+	}
 	ns, err := g.scope(r)
 	if err != nil {
 		writeError(w, err)
@@ -390,7 +397,10 @@ func (g *Gateway) getActivation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	a, err := g.store.GetActivation(r.Context(), id)
 	if err == nil && !visible(r, a.Namespace) {
-		err = errdefs.New(errdefs.ErrNotFound, "wisp activations lists yours", "activation %q not found", id)
+		a, err = nil, errdefs.New(errdefs.ErrNotFound, "wisp activations lists yours", "activation %q not found", id)
+	}
+	if m := g.asyncView(r.Context(), r, id, a); m != nil {
+		a, err = m, nil
 	}
 	if err != nil {
 		writeError(w, err)

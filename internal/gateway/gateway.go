@@ -42,6 +42,9 @@ type Store interface {
 	ListNamespaces(ctx context.Context) ([]*store.Namespace, error)
 	DeleteNamespace(ctx context.Context, name string, force bool) ([]string, error)
 	RotateKey(ctx context.Context, name string, key *store.APIKey) error
+	CreateTrigger(ctx context.Context, t *store.TriggerRecord) error
+	DeleteTrigger(ctx context.Context, id string) error
+	ListTriggers(ctx context.Context) ([]*store.TriggerRecord, error)
 	PutCode(ctx context.Context, r io.Reader) (digest string, size int64, err error)
 	CodeDir(ctx context.Context, digest string) (string, error)
 	GCCode(ctx context.Context, keep []string) (store.GCResult, error)
@@ -78,6 +81,11 @@ type Config struct {
 	Auth *auth.Authenticator
 	// Meter attributes energy (nil: no energy accounting).
 	Meter *meter.Meter
+	// Queue holds async calls (nil: POST /async-function answers 503).
+	Queue AsyncQueue
+	// Triggers runs cron and NATS triggers and the functions' schedules
+	// (nil: none). It may also be a NextFirer.
+	Triggers Triggers
 }
 
 // Gateway serves wisp's HTTP API.
@@ -93,6 +101,7 @@ type Gateway struct {
 	catalog  catalog
 	limits   limiters // per-function rate limits
 	tenants  tenants  // per-namespace quotas
+	async    pending  // async attempts' activations until their job finishes
 }
 
 // New builds the gateway and loads the catalog of deployed functions.
@@ -104,6 +113,9 @@ func New(ctx context.Context, cfg Config, st Store, sch Scheduler, m *telemetry.
 	if err := g.tenants.load(ctx, st); err != nil {
 		return nil, fmt.Errorf("load namespaces: %w", err)
 	}
+	if err := g.loadTriggers(ctx); err != nil {
+		return nil, fmt.Errorf("load triggers: %w", err)
+	}
 	g.routes()
 	return g, nil
 }
@@ -111,6 +123,9 @@ func New(ctx context.Context, cfg Config, st Store, sch Scheduler, m *telemetry.
 func (g *Gateway) routes() {
 	g.mux.HandleFunc("/function/{name}", g.invoke)
 	g.mux.HandleFunc("/function/{name}/{rest...}", g.invoke)
+	g.mux.HandleFunc("POST /async-function/{name}", g.invokeAsync)
+	g.mux.HandleFunc("POST /async-function/{name}/{rest...}", g.invokeAsync)
+	g.mux.HandleFunc("POST /v1/activations/{id}/redrive", g.redrive)
 	g.mux.HandleFunc("GET /v1/functions", g.listFunctions)
 	g.mux.HandleFunc("POST /v1/functions", g.createFunction)
 	g.mux.HandleFunc("GET /v1/functions/{name}", g.getFunction)
@@ -125,6 +140,9 @@ func (g *Gateway) routes() {
 	g.mux.HandleFunc("PUT /v1/namespaces/{name}", g.updateNamespace)
 	g.mux.HandleFunc("DELETE /v1/namespaces/{name}", g.deleteNamespace)
 	g.mux.HandleFunc("POST /v1/namespaces/{name}/keys", g.rotateKey)
+	g.mux.HandleFunc("GET /v1/triggers", g.listTriggers)
+	g.mux.HandleFunc("POST /v1/triggers", g.createTrigger)
+	g.mux.HandleFunc("DELETE /v1/triggers/{name}", g.deleteTrigger)
 	g.mux.HandleFunc("GET /healthz", g.healthz)
 	g.mux.HandleFunc("GET /v1/energy", g.energy)
 	g.mux.Handle("GET /metrics", g.metrics.Handler())

@@ -328,10 +328,20 @@ func (g *Gateway) deleteNamespace(w http.ResponseWriter, r *http.Request) {
 	}
 	g.deployMu.Lock()
 	defer g.deployMu.Unlock()
+	trgs, err := g.store.ListTriggers(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	removed, err := g.store.DeleteNamespace(r.Context(), name, r.URL.Query().Get("force") == "true")
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	for _, t := range trgs {
+		if t.Namespace == name && g.cfg.Triggers != nil {
+			g.cfg.Triggers.Remove(t.ID)
+		}
 	}
 	for _, ref := range removed {
 		g.retire(ref)

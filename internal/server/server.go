@@ -26,6 +26,7 @@ import (
 	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/gateway"
 	"github.com/wisp-faas/wisp/internal/meter"
+	"github.com/wisp-faas/wisp/internal/queue"
 	"github.com/wisp-faas/wisp/internal/runtime"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/sandbox/container"
@@ -33,6 +34,7 @@ import (
 	"github.com/wisp-faas/wisp/internal/scheduler"
 	"github.com/wisp-faas/wisp/internal/store"
 	"github.com/wisp-faas/wisp/internal/telemetry"
+	"github.com/wisp-faas/wisp/internal/trigger"
 )
 
 // Options are the `wisp serve` flags.
@@ -247,7 +249,43 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	gw, err := gateway.New(ctx, gateway.Config{
+	// Async calls wait in a durable queue in the data directory; the
+	// gateway runs them (Start below). Triggers (cron, NATS) enqueue into it.
+	var gw *gateway.Gateway
+	q, err := queue.Open(filepath.Join(dataDir, "queue.db"), queue.Options{
+		Workers: cfg.Async.Workers, MaxQueued: cfg.Async.MaxQueued,
+		BackoffBase: cfg.Async.BackoffBase.D(), BackoffMax: cfg.Async.BackoffMax.D(),
+		DoneRetention: cfg.Async.DoneRetention.D(), ResultLimit: int(cfg.Store.ResultLimit),
+		Finished: func(j *queue.Job, r queue.Result) { gw.AsyncFinished(j, r) },
+		Logger:   log.With("component", "queue"),
+	})
+	if err != nil {
+		_ = sched.Close(context.Background())
+		return fmt.Errorf("open the async queue: %w", err)
+	}
+	metrics.QueueDepth(q.Stats)
+	firer := trigger.FirerFunc(func(ctx context.Context, ev trigger.Event) error { return gw.Fire(ctx, ev) })
+	cron := trigger.NewCron(firer, trigger.CronOptions{Logger: log.With("component", "cron")})
+	triggers := trigger.Mux{trigger.TypeCron: cron}
+	if cfg.Triggers.NATSURL != "" {
+		nc, err := trigger.NewNATS(cfg.Triggers.NATSURL, firer, trigger.NATSOptions{Name: "wisp", Logger: log.With("component", "nats")})
+		if err != nil {
+			log.Error("NATS triggers off: cannot reach the NATS server", "url", cfg.Triggers.NATSURL, "err", err, "hint", errdefs.Hint(err))
+		} else {
+			triggers[trigger.TypeNATS] = nc
+		}
+	}
+	// stopAsync stops the triggers, then the queue's workers (an attempt
+	// still running past ctx stays queued on disk for the next start).
+	stopAsync := func(ctx context.Context) error {
+		_ = triggers.Close()
+		if err := q.Close(ctx); err != nil {
+			return fmt.Errorf("stop the async queue: %w", err)
+		}
+		return nil
+	}
+
+	gw, err = gateway.New(ctx, gateway.Config{
 		MaxBodySize: int64(cfg.Gateway.MaxBodySize),
 		MaxCodeSize: int64(cfg.Store.MaxCodeSize),
 		Baseline:    cfg.Baseline(),
@@ -261,11 +299,16 @@ func Run(ctx context.Context, o Options) error {
 		Meter:   mtr,
 		Cache: cache.New(cache.Options{MaxEntries: cfg.Cache.MaxEntries,
 			MaxEntrySize: int(cfg.Cache.MaxEntrySize), TTL: cfg.Cache.TTL.D()}),
+		Queue:    q,
+		Triggers: cronMux{Mux: triggers, cron: cron},
 	}, st, sched, metrics, log)
 	if err != nil {
+		_ = stopAsync(context.Background())
 		_ = sched.Close(context.Background())
 		return err
 	}
+	q.Start(gw)
+	cron.Start()
 
 	ln, err := net.Listen("tcp", cfg.Gateway.Listen)
 	if err != nil {
@@ -306,6 +349,7 @@ func Run(ctx context.Context, o Options) error {
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
+		_ = stopAsync(context.Background())
 		_ = sched.Close(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -315,6 +359,9 @@ func Run(ctx context.Context, o Options) error {
 	var errs []error
 	if err := srv.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("drain HTTP: %w", err))
+	}
+	if err := stopAsync(sctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := sched.Close(sctx); err != nil {
 		errs = append(errs, err)
@@ -334,3 +381,12 @@ func Run(ctx context.Context, o Options) error {
 	log.Info("stopped: every sandbox removed")
 	return errors.Join(errs...)
 }
+
+// cronMux is the server's trigger sources, which also tell when a cron
+// trigger fires next (gateway.NextFirer).
+type cronMux struct {
+	trigger.Mux
+	cron *trigger.Cron
+}
+
+func (m cronMux) Next(id string) (time.Time, bool) { return m.cron.Next(id) }

@@ -61,7 +61,14 @@ type Activation struct {
 	CacheHit bool `json:"cache_hit,omitempty"`
 	// Parent is the activation of the sequence this call was a step of;
 	// Children are a sequence's steps' activations, in order.
-	Parent   string             `json:"parent,omitempty"`
+	Parent string `json:"parent,omitempty"`
+	// State, Attempts and Source are set for asynchronous calls: State is
+	// queued, running, succeeded or failed (a dead letter), Attempts how
+	// many times the call ran, Source who made it (api, cron:NAME,
+	// nats:SUBJECT).
+	State    string             `json:"state,omitempty"`
+	Attempts int                `json:"attempts,omitempty"`
+	Source   string             `json:"source,omitempty"`
 	Children []string           `json:"children,omitempty"`
 	Timings  map[string]float64 `json:"timings,omitempty"`
 	Error    string             `json:"error,omitempty"`

@@ -28,7 +28,7 @@
 // # bbolt schema
 //
 //	meta/
-//	    version                 schema version, decimal ("3")
+//	    version                 schema version, decimal ("4")
 //	    activation_count        number of keys in activations/, decimal
 //	functions/
 //	    <ref>                   FunctionRecord, JSON; ref is the name in the default
@@ -43,6 +43,8 @@
 //	namespaces/                 (schema 3)
 //	    <name>                  Namespace, JSON: a tenant and its quotas (the
 //	                            default namespace is implicit, never stored)
+//	triggers/                   (schema 4)
+//	    <namespace>/<name>      TriggerRecord, JSON: a cron or NATS trigger
 //
 // The version key is read by Open. A database with no version is new and
 // gets the current schema; an older version is brought forward by running

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -142,7 +143,8 @@ func (s *Store) ListNamespaces(ctx context.Context) ([]*Namespace, error) {
 	return out, nil
 }
 
-// DeleteNamespace removes a namespace and its keys in one transaction. A
+// DeleteNamespace removes a namespace, its keys and its triggers in one
+// transaction. A
 // namespace that still has functions is ErrConflict unless force is set,
 // which removes them too; their references are returned so the caller can
 // retire their instances.
@@ -177,6 +179,19 @@ func (s *Store) DeleteNamespace(ctx context.Context, name string, force bool) (r
 		}
 		if err := deleteKeysOf(tx, name); err != nil {
 			return err
+		}
+		// Its triggers go with it.
+		trg := tx.Bucket(bucketTriggers)
+		var tids [][]byte
+		prefix := []byte(name + "/")
+		c := trg.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			tids = append(tids, append([]byte(nil), k...))
+		}
+		for _, k := range tids {
+			if err := trg.Delete(k); err != nil {
+				return err
+			}
 		}
 		removed = refs
 		return b.Delete([]byte(name))

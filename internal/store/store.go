@@ -141,13 +141,14 @@ var (
 	bucketActByFn     = []byte("activations_by_function")
 	bucketKeys        = []byte("keys")
 	bucketNamespaces  = []byte("namespaces")
+	bucketTriggers    = []byte("triggers")
 
 	keyVersion         = []byte("version")
 	keyActivationCount = []byte("activation_count")
 )
 
 // schemaVersion is the version this binary writes.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // migration brings the schema from version-1 to version.
 type migration struct {
@@ -175,6 +176,12 @@ var migrations = []migration{
 	{version: 3, name: "namespaces", migrate: func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketNamespaces); err != nil {
 			return fmt.Errorf("create bucket %s: %w", bucketNamespaces, err)
+		}
+		return nil
+	}},
+	{version: 4, name: "triggers", migrate: func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketTriggers); err != nil {
+			return fmt.Errorf("create bucket %s: %w", bucketTriggers, err)
 		}
 		return nil
 	}},

@@ -55,6 +55,8 @@ type Metrics struct {
 	instanceStart *prometheus.CounterVec
 	instances     *prometheus.GaugeVec
 	stopped       *prometheus.CounterVec
+	asyncIn       *prometheus.CounterVec
+	asyncDone     *prometheus.CounterVec
 
 	// OpenFaaS gateway names.
 	ofInvocations *prometheus.CounterVec
@@ -121,6 +123,14 @@ func NewMetrics() *Metrics {
 		Name: "wisp_instances",
 		Help: "Instances by function and state (starting, idle, busy).",
 	}, []string{"function", "state"})
+	m.asyncIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_async_enqueued_total",
+		Help: "Async calls accepted into the durable queue, by function.",
+	}, []string{"function"})
+	m.asyncDone = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_async_finished_total",
+		Help: "Async calls that reached a final state, by function and state (succeeded, failed: a dead letter).",
+	}, []string{"function", "state"})
 	m.ofInvocations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gateway_function_invocation_total",
 		Help: "OpenFaaS-compatible: invocations by function_name and HTTP code.",
@@ -135,7 +145,7 @@ func NewMetrics() *Metrics {
 		Help: "OpenFaaS-compatible: ready instances by function_name.",
 	}, []string{"function_name"})
 	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.coldStages, m.cacheLookups, m.nodeEnergy, m.fnEnergy, m.overhead, m.spue, m.instanceStart, m.stopped, m.instances,
-		m.ofInvocations, m.ofSeconds, m.ofReplicas,
+		m.asyncIn, m.asyncDone, m.ofInvocations, m.ofSeconds, m.ofReplicas,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -190,6 +200,35 @@ func (m *Metrics) Energy(r energy.Report) {
 	add(m.overhead.WithLabelValues("other"), r.Other)
 	m.spue.Set(r.SPUE)
 }
+
+// AsyncEnqueued counts an async call accepted into the queue.
+func (m *Metrics) AsyncEnqueued(function string) { m.asyncIn.WithLabelValues(function).Inc() }
+
+// AsyncFinished counts an async call that reached its final state.
+func (m *Metrics) AsyncFinished(function, state string) {
+	m.asyncDone.WithLabelValues(function, state).Inc()
+}
+
+// QueueDepth exports the async queue's jobs per state, read at each
+// scrape from stats.
+func (m *Metrics) QueueDepth(stats func() map[string]int) {
+	desc := prometheus.NewDesc("wisp_async_jobs", "Async calls in the durable queue by state (queued, running, succeeded, failed).", []string{"state"}, nil)
+	m.reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
+		for state, n := range stats() {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(n), state)
+		}
+	}})
+}
+
+// collectorFunc is a prometheus.Collector made of a description and a
+// function that reads the values at scrape time.
+type collectorFunc struct {
+	desc    *prometheus.Desc
+	collect func(ch chan<- prometheus.Metric)
+}
+
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
 
 // CacheLookup records one result cache lookup: hit, miss or bypass.
 func (m *Metrics) CacheLookup(function, result string) {

@@ -1,0 +1,152 @@
+package queue
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Headers of a callback request. Its body is the function's response body
+// (for a failed job with no body, the error as text/plain), with the
+// function's Content-Type.
+const (
+	HeaderActivationID = "X-Wisp-Activation-Id"
+	HeaderFunction     = "X-Wisp-Function"    // the function's reference (Job.Ref)
+	HeaderStatus       = "X-Wisp-Status"      // succeeded or failed
+	HeaderStatusCode   = "X-Wisp-Status-Code" // the last attempt's HTTP status, when it had one
+	// HeaderResultTruncated is "true" when the body is only the head of the
+	// response: a callback delivered after a restart sends Job.Result, which
+	// is cut at Options.ResultLimit.
+	HeaderResultTruncated = "X-Wisp-Result-Truncated"
+)
+
+// callbackTries is how many times a callback is posted: once, and up to 3
+// retries.
+const callbackTries = 4
+
+// callback delivers the outcome of the finished job j to its CallbackURL,
+// and records the delivery (or why it failed) in the job.
+func (q *Queue) callback(j *Job, body []byte, contentType string, truncated bool) {
+	err := q.post(j, body, contentType, truncated)
+	if err != nil && q.runCtx.Err() != nil {
+		return // Close cut it short: it is delivered after the next Start
+	}
+	if err != nil {
+		q.log.Warn("callback not delivered", "id", j.ID, "function", j.Ref, "url", j.CallbackURL, "err", err)
+	}
+	if err := q.recordCallback(j.ID, err); err != nil {
+		q.log.Error("record a callback; it is delivered again after a restart", "id", j.ID, "err", err)
+	}
+}
+
+// post sends the callback, retrying what may pass with a doubling delay.
+func (q *Queue) post(j *Job, body []byte, contentType string, truncated bool) error {
+	if len(body) == 0 && j.State == StateFailed && j.LastError != "" {
+		body, contentType = []byte(j.LastError), "text/plain; charset=utf-8"
+	}
+	delay := q.callbackBackoff
+	for try := 1; ; try++ {
+		retry, err := q.postOnce(j, body, contentType, truncated)
+		if err == nil {
+			return nil
+		}
+		if !retry || try == callbackTries {
+			if try > 1 {
+				err = fmt.Errorf("%w (%d tries)", err, try)
+			}
+			return err
+		}
+		select {
+		case <-q.runCtx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// postOnce posts the callback once, and says whether a failure may pass.
+func (q *Queue) postOnce(j *Job, body []byte, contentType string, truncated bool) (retry bool, err error) {
+	req, err := http.NewRequestWithContext(q.runCtx, http.MethodPost, j.CallbackURL, bytes.NewReader(body))
+	if err != nil {
+		return false, fmt.Errorf("callback %s: %w", j.CallbackURL, err)
+	}
+	req.Header.Set(HeaderActivationID, j.ID)
+	req.Header.Set(HeaderFunction, j.Ref)
+	req.Header.Set(HeaderStatus, j.State)
+	if j.LastStatus != 0 {
+		req.Header.Set(HeaderStatusCode, strconv.Itoa(j.LastStatus))
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if truncated {
+		req.Header.Set(HeaderResultTruncated, "true")
+	}
+	resp, err := q.opts.HTTPClient.Do(req)
+	if err != nil {
+		return true, err // it names the method and URL
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+	resp.Body.Close()
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		return false, nil
+	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
+		return true, fmt.Errorf("callback %s answered %s", j.CallbackURL, resp.Status)
+	default:
+		return false, fmt.Errorf("callback %s answered %s", j.CallbackURL, resp.Status)
+	}
+}
+
+// recordCallback marks the callback of job id delivered, or failed with
+// cbErr. A job redriven, purged or pruned since is left alone.
+func (q *Queue) recordCallback(id string, cbErr error) error {
+	err := q.db.Batch(func(tx *bolt.Tx) error {
+		b := bucketsOf(tx)
+		key := []byte(id)
+		if !has(b.callbacks, key) {
+			return nil
+		}
+		if err := b.callbacks.Delete(key); err != nil || cbErr == nil {
+			return err
+		}
+		j, err := b.job(key)
+		if err != nil || j == nil {
+			return err
+		}
+		j.CallbackError = cbErr.Error()
+		return b.put(j) // same state, same index key
+	})
+	if err != nil {
+		return fmt.Errorf("record callback of job %q: %w", id, err)
+	}
+	return nil
+}
+
+// redeliver delivers the callback a previous process left undelivered,
+// with the stored head of the response.
+func (q *Queue) redeliver(id string) {
+	var j *Job
+	err := q.db.View(func(tx *bolt.Tx) error {
+		var err error
+		j, err = bucketsOf(tx).job([]byte(id))
+		return err
+	})
+	if err != nil {
+		q.log.Error("read a job to deliver its callback", "id", id, "err", err)
+		return
+	}
+	if j == nil || !finished(j.State) || j.CallbackURL == "" {
+		if err := q.recordCallback(id, nil); err != nil { // nothing to deliver: drop the entry
+			q.log.Error("drop a stale callback", "id", id, "err", err)
+		}
+		return
+	}
+	q.callback(j, j.Result, j.ContentType, j.ResultTruncated)
+}
