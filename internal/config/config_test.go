@@ -322,3 +322,15 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// The README's "System configuration" block is the reference, word for
+// word, so the documented defaults cannot drift from the real ones.
+func TestREADMEShowsReference(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```yaml\n"+Reference+"```") {
+		t.Fatal("README.md's configuration block differs from internal/config/example.yaml: copy example.yaml into it")
+	}
+}

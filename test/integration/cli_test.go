@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCLI drives the real wisp binary against a running server, as a user
@@ -80,6 +81,34 @@ func TestCLI(t *testing.T) {
 	if out := must("", "bench", "hello-python", "-n", "20", "-c", "2", "-q"); !strings.Contains(out, "p50") && !strings.Contains(out, "P50") {
 		t.Fatalf("bench: %s", out)
 	}
+	// Async calls, dead letters and triggers from the CLI.
+	var queued struct {
+		ActivationID string `json:"activation_id"`
+	}
+	if err := json.Unmarshal([]byte(must("", "invoke", "hello-python", "--async", "-d", `{"name": "Queue"}`, "-o", "json")), &queued); err != nil || queued.ActivationID == "" {
+		t.Fatalf("invoke --async -o json: %v", err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out := must("", "activations", queued.ActivationID)
+		if strings.Contains(out, "async:     succeeded after 1 attempt(s), from api") && strings.Contains(out, "Hello, Queue!") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("async activation never succeeded:\n%s", out)
+		}
+	}
+	if out := must("", "activations", "--failed"); !strings.Contains(out, "ATTEMPTS") {
+		t.Fatalf("activations --failed: %s", out)
+	}
+	must("", "trigger", "create", "hourly", "--function", "hello-python", "--schedule", "@hourly")
+	if out := must("", "trigger", "ls"); !strings.Contains(out, "hourly") || !strings.Contains(out, "@hourly") || strings.Contains(out, "\t-\t") {
+		t.Fatalf("trigger ls: %s", out)
+	}
+	if out, err := wisp("", "trigger", "create", "bad", "--function", "hello-python", "--schedule", "61 * * * *"); err == nil || !strings.Contains(out, "minute") {
+		t.Fatalf("trigger create with a bad schedule: err=%v out=%s", err, out)
+	}
+	must("", "trigger", "rm", "hourly")
+
 	must("", "rm", "wc")
 	if out, err := wisp("", "get", "wc"); err == nil || !strings.Contains(out, "not found") || !strings.Contains(out, "hint") {
 		t.Fatalf("get after rm: err=%v out=%s", err, out)
