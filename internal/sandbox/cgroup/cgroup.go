@@ -411,6 +411,25 @@ func (g *Group) FD() (*os.File, error) {
 	return f, nil
 }
 
+// ProcsFiles opens the group's cgroup.procs files for writing, one per
+// hierarchy, so that a process given them can move itself into the group
+// (by writing "0") before it runs anything it should be limited in. The
+// caller closes them.
+func (g *Group) ProcsFiles() ([]*os.File, error) {
+	var out []*os.File
+	for _, dir := range g.dirs() {
+		f, err := os.OpenFile(filepath.Join(dir, "cgroup.procs"), os.O_WRONLY, 0)
+		if err != nil {
+			for _, o := range out {
+				_ = o.Close()
+			}
+			return nil, fmt.Errorf("cgroup %s: %w", g.id, err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
 // AddProc moves process pid (all its threads) into the group.
 func (g *Group) AddProc(pid int) error {
 	for _, dir := range g.dirs() {

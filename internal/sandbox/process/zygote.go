@@ -17,16 +17,20 @@ package process
 //   - a cold start (startFromZygote) makes the instance's cgroup with the
 //     function's limits, takes a uid from the pool, makes the channel and
 //     log pipes and a detached read-only clone of the function's code
-//     (open_tree), and sends them to the zygote (SCM_RIGHTS). The zygote
-//     clones the child with new PID, mount, IPC, UTS and network
-//     namespaces in the same clone(2) and answers with its pid.
-//   - the child (still root) mounts the code at /code, a fresh /proc, its
-//     own /tmp and /dev/shm, sets its hostname, brings lo up, clears its
-//     capability bounding set, switches to the uid, sets no_new_privs,
-//     installs the same seccomp filters as the sandbox init, and waits for
-//     the load frame (host.py's await_load). Meanwhile the worker moves it
-//     into its cgroup, and only then sends the load frame: the function's
-//     code never runs outside its cgroup.
+//     (open_tree), with the cgroup (its directory on v2, its cgroup.procs
+//     files on v1), and sends them to the zygote (SCM_RIGHTS), followed at
+//     once by the load frame on the request pipe. The zygote clones the
+//     child with new PID, mount, IPC, UTS and network namespaces in the
+//     same system call (clone3 with CLONE_INTO_CGROUP on v2: the child is
+//     born in its cgroup) and answers with its pid.
+//   - the child (still root) joins its cgroup first if it was not born in
+//     it (v1: it writes "0" to each cgroup.procs it was given), mounts the
+//     code at /code, a fresh /proc, its own /tmp and /dev/shm, sets its
+//     hostname, brings lo up, clears its capability bounding set, switches
+//     to the uid, sets no_new_privs, installs the same seccomp filters as
+//     the sandbox init, and only then reads the load frame (host.py's
+//     await_load): the function's code never runs outside its cgroup or
+//     sandbox, and no round trip to the worker is on the cold start's path.
 //   - the zygote reaps its children and reports each exit status, which
 //     the instance's Sandbox uses as its own (Reason, Exited). Children die
 //     with the zygote (parent-death signal), and a zygote that dies is
@@ -224,7 +228,14 @@ type zygoteMsg struct {
 
 // zygoteFork is a fork request.
 type zygoteFork struct {
-	Seq      uint64 `json:"seq"` // echoed in the reply
+	Seq uint64 `json:"seq"` // echoed in the reply
+	// Join says how the child gets into its cgroup before it runs a line
+	// of the function's code: "clone3" (cgroup v2: the sixth descriptor is
+	// the cgroup's directory, and clone3's CLONE_INTO_CGROUP creates the
+	// child there) or "procs" (v1: the descriptors after the fifth are the
+	// group's cgroup.procs files, and the child writes "0" to each first
+	// thing).
+	Join     string `json:"join"`
 	ID       string `json:"id"`
 	Flags    uint64 `json:"flags"`
 	UID      int    `json:"uid"`
@@ -252,11 +263,10 @@ type zygoteChild struct {
 
 // zygoteTimes is how a fork was spent, for logs and the cold-start figures.
 type zygoteTimes struct {
-	fork   time.Duration // request sent → pid back (includes clone)
-	clone  time.Duration // the clone system call, in the zygote
-	cgroup time.Duration // moving the child into its cgroup
-	load   time.Duration // start → load frame sent
-	ready  time.Duration // start → ready frame
+	fork  time.Duration // request sent → pid back (includes clone)
+	clone time.Duration // the clone system call, in the zygote
+	load  time.Duration // start → load frame sent (with the fork request)
+	ready time.Duration // start → ready frame
 }
 
 // exited records how the child ended and releases Exited once its output
@@ -332,7 +342,9 @@ func (b *Backend) startFromZygote(ctx context.Context, cg *cgroup.Manager, opts 
 		return nil, nil
 	}
 	start := time.Now()
-	h, child, err := z.fork(ctx, cg, opts)
+	load := runtime.Load{CodeDir: runtime.SandboxCodeDir, Handler: spec.Handler,
+		Env: runtime.EnvMap(runtime.HostEnv(spec, b.cfg.Conn.LogLimit))}
+	h, child, err := z.fork(ctx, cg, opts, load)
 	if err != nil {
 		if errors.Is(err, errZygoteGone) {
 			b.log.Warn("zygote unavailable; starting a sandbox on demand", "runtime", spec.Runtime, "err", err)
@@ -340,12 +352,6 @@ func (b *Backend) startFromZygote(ctx context.Context, cg *cgroup.Manager, opts 
 		}
 		return nil, err
 	}
-	load := runtime.Load{CodeDir: runtime.SandboxCodeDir, Handler: spec.Handler,
-		Env: runtime.EnvMap(runtime.HostEnv(spec, b.cfg.Conn.LogLimit))}
-	// A child that failed to set up has closed its end: its failed ready
-	// frame, read by newInstance, says why.
-	_ = runtime.SendLoad(h.reqW, load)
-	child.times.load = time.Since(start)
 	inst, ready, err := b.newInstance(ctx, opts.ID, spec, h, "")
 	if err != nil {
 		return nil, err
@@ -356,15 +362,18 @@ func (b *Backend) startFromZygote(ctx context.Context, cg *cgroup.Manager, opts 
 	b.log.DebugContext(ctx, "instance started from a zygote", slog.String("function", spec.Name),
 		slog.String("instance", opts.ID), slog.Int("pid", child.pid),
 		slog.Duration("fork", child.times.fork), slog.Duration("clone", child.times.clone),
-		slog.Duration("cgroup", child.times.cgroup), slog.Duration("total", child.times.ready),
+		slog.Duration("total", child.times.ready),
 		slog.Float64("host_init_ms", ready.InitMS), slog.Int("uid", h.uid))
 	return inst, nil
 }
 
-// fork makes the instance's cgroup, uid, pipes and code mount, has the
-// zygote fork a child into them and moves it into its cgroup. The child
-// waits for the load frame. On failure it gives everything back.
-func (z *zygote) fork(ctx context.Context, cg *cgroup.Manager, opts sandbox.StartOptions) (_ *hostProc, _ *zygoteChild, err error) {
+// fork makes the instance's cgroup, uid, pipes and code mount, and has the
+// zygote fork a child into them, born in its cgroup (v2) or joining it
+// before anything else (v1). The load frame is written with the fork
+// request, not after the reply: the child finds it once its sandbox is
+// set up, so the round trip to the zygote is off the cold start's path.
+// On failure it gives everything back.
+func (z *zygote) fork(ctx context.Context, cg *cgroup.Manager, opts sandbox.StartOptions, load runtime.Load) (_ *hostProc, _ *zygoteChild, err error) {
 	b, spec := z.b, opts.Spec
 	start := time.Now()
 	uid, err := b.uids.get()
@@ -397,12 +406,28 @@ func (z *zygote) fork(ctx context.Context, cg *cgroup.Manager, opts sandbox.Star
 	if err != nil {
 		return nil, nil, err
 	}
+	// How the child gets into its cgroup (zygoteFork.Join).
+	join, joinFiles := "clone3", []*os.File(nil)
+	if cg.Version() == cgroup.V2 {
+		f, ferr := group.FD()
+		if ferr != nil {
+			_ = tree.Close()
+			return nil, nil, ferr
+		}
+		joinFiles = []*os.File{f}
+	} else {
+		join = "procs"
+		if joinFiles, err = group.ProcsFiles(); err != nil {
+			_ = tree.Close()
+			return nil, nil, err
+		}
+	}
 	// The child's ends: request read, response write, stdout, stderr.
 	var theirs, mine [4]*os.File
 	for i := range theirs {
 		r, w, perr := os.Pipe()
 		if perr != nil {
-			for _, f := range theirs[:i] {
+			for _, f := range append(theirs[:i], joinFiles...) {
 				_ = f.Close()
 			}
 			_ = tree.Close()
@@ -416,7 +441,7 @@ func (z *zygote) fork(ctx context.Context, cg *cgroup.Manager, opts sandbox.Star
 	}
 	toClose = append(toClose, mine[0], mine[1])
 	tmpSize := min(b.cfg.TmpSize, int64(spec.Memory)/2)
-	req := zygoteFork{ID: opts.ID, Flags: uint64(flags), UID: uid, GID: uid, Hostname: hostname(opts.ID),
+	req := zygoteFork{Join: join, ID: opts.ID, Flags: uint64(flags), UID: uid, GID: uid, Hostname: hostname(opts.ID),
 		TmpSize: tmpSize, ShmSize: min(tmpSize, DefaultTmpSize), Seccomp: icfg.Seccomp}
 
 	attrs := []slog.Attr{slog.String("function", spec.Name), slog.String("instance", opts.ID)}
@@ -442,10 +467,18 @@ func (z *zygote) fork(ctx context.Context, cg *cgroup.Manager, opts sandbox.Star
 	req.Seq = z.seq
 	z.pending = child
 	z.mu.Unlock()
-	err = z.send(map[string]zygoteFork{"fork": req}, append(theirs[:], tree))
+	sent := append(append(theirs[:], tree), joinFiles...)
+	err = z.send(map[string]zygoteFork{"fork": req}, sent)
 	// The fds travel as references: the zygote has them now (or never will).
-	for _, f := range append(theirs[:], tree) {
+	for _, f := range sent {
 		_ = f.Close()
+	}
+	if err == nil {
+		// The child reads it only once it is in its cgroup and sandboxed;
+		// one that fails to set up closes its end, and its failed ready
+		// frame, read by newInstance, says why.
+		_ = runtime.SendLoad(mine[0], load)
+		child.times.load = time.Since(start)
 	}
 	var m zygoteMsg
 	if err == nil {
@@ -479,14 +512,6 @@ func (z *zygote) fork(ctx context.Context, cg *cgroup.Manager, opts sandbox.Star
 	}
 	child.times.fork = time.Since(start)
 	child.times.clone = time.Duration(m.CloneUS * float64(time.Microsecond))
-
-	// Before the load frame: from here on the child may run the function.
-	t := time.Now()
-	if err := group.AddProc(child.pid); err != nil {
-		_ = child.kill()
-		return nil, nil, err
-	}
-	child.times.cgroup = time.Since(t)
 	return &hostProc{sb: child.sb, reqW: mine[0], respR: mine[1], uid: uid, tail: tail,
 		logs: []*logWriter{stdout, stderrLog}}, child, nil
 }
@@ -673,7 +698,8 @@ func (b *Backend) buildZygote(rt string) (*zygote, error) {
 	}
 	init := map[string]any{"init": map[string]any{
 		"seccomp": progs,
-		"sys":     map[string]int{"clone": unix.SYS_CLONE, "move_mount": unix.SYS_MOVE_MOUNT, "seccomp": unix.SYS_SECCOMP},
+		"sys": map[string]int{"clone": unix.SYS_CLONE, "clone3": unix.SYS_CLONE3, "move_mount": unix.SYS_MOVE_MOUNT,
+			"seccomp": unix.SYS_SECCOMP},
 	}}
 	if err := z.send(init, nil); err != nil {
 		return abort(err)

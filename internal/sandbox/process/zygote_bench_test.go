@@ -94,7 +94,6 @@ func zygoteColdStartFigures(t testing.TB) {
 	line("zygote: Start + first call", zs, func(s sample) time.Duration { return s.total })
 	line("  fork request -> pid (Go + zygote + clone)", zs, func(s sample) time.Duration { return s.zt.fork })
 	line("    of which clone(2) in the zygote", zs, func(s sample) time.Duration { return s.zt.clone })
-	line("  child into its cgroup (Go, cgroup.procs)", zs, func(s sample) time.Duration { return s.zt.cgroup })
 	line("  start -> load frame sent", zs, func(s sample) time.Duration { return s.zt.load })
 	line("  load sent -> ready (child set-up left + import)", zs, func(s sample) time.Duration { return s.zt.ready - s.zt.load })
 	line("    of which the host's init + handler import", zs, func(s sample) time.Duration { return s.stages.Import })

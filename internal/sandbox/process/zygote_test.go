@@ -407,3 +407,46 @@ func TestZygoteSeccompPrograms(t *testing.T) {
 		}
 	}
 }
+
+// The function's code, from its first line at import, runs inside the
+// instance's own cgroup: the child is born in it (v2) or joins it before
+// it reads the load frame (v1), and the load frame is sent with the fork
+// request rather than after a move.
+func TestZygoteChildInCgroupBeforeImport(t *testing.T) {
+	b := zygoteBackend(t)
+	s := spec(t, "python3", "handler.py")
+	inst := startForked(t, b, s, map[string]string{"handler.py": `
+AT_IMPORT = open("/proc/self/cgroup").read()
+def handle(req):
+    return AT_IMPORT
+`})
+	defer inst.Close()
+	resp, err := invoke(t, inst, "", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// v2: the one line "0::/wisp-x/ID". v1: a line per hierarchy
+	// ("4:memory:/wisp-x/ID"), and those wisp limits (memory, cpu, pids)
+	// must name the instance's group; on a hybrid host the unified "0::"
+	// line is not one of them.
+	lines := strings.Split(strings.TrimSpace(string(resp.Body)), "\n")
+	checked := 0
+	for _, l := range lines {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
+			t.Fatalf("/proc/self/cgroup line %q", l)
+		}
+		ctrls := strings.Split(f[1], ",")
+		limited := len(lines) == 1 || slices.Contains(ctrls, "memory") || slices.Contains(ctrls, "pids") || slices.Contains(ctrls, "cpu")
+		if !limited {
+			continue
+		}
+		checked++
+		if !strings.HasSuffix(f[2], "/"+inst.ID()) {
+			t.Errorf("at import, cgroup %q is not the instance's (%s)", l, inst.ID())
+		}
+	}
+	if checked == 0 {
+		t.Fatalf("no limited hierarchy in /proc/self/cgroup:\n%s", resp.Body)
+	}
+}

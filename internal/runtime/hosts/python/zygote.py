@@ -18,14 +18,17 @@
 # detached read-only mount tree the worker made with open_tree(2)), its
 # hostname, lo up, an unprivileged uid and gid with no supplementary groups,
 # an empty capability bounding set, no_new_privs and the seccomp filters.
-# The worker moves it into its own cgroup before it sends the load frame,
-# and the child imports the handler only after that frame.
+# It is born in its own cgroup (v2) or joins it first thing (v1); the
+# worker sends the load frame with the fork request, and the child reads it
+# only once all of the above is done.
 #
 # Control protocol (SOCK_SEQPACKET, one JSON object per message):
 #   worker -> zygote  {"init": {"seccomp": [base64 BPF, ...], "sys": {...}}}
 #   zygote -> worker  {"ready": true, "pid": N, "init_ms": F}
 #   worker -> zygote  {"fork": {...}} with SCM_RIGHTS fds
-#                     [request r, response w, stdout w, stderr w, code tree]
+#                     [request r, response w, stdout w, stderr w, code tree,
+#                      then the cgroup: its directory ("join": "clone3", v2)
+#                      or its cgroup.procs files ("join": "procs", v1)]
 #   zygote -> worker  {"forked": PID, "clone_us": F} or {"error": "..."}
 #   worker -> zygote  {"kill": PID}
 #   zygote -> worker  {"exit": PID, "status": WAITSTATUS}   (any time)
@@ -71,6 +74,7 @@ _umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 # Linux constants (the same on x86-64 and arm64). System call numbers come
 # from the worker, which knows its architecture's.
 CLONE_NEWNS = 0x00020000
+CLONE_INTO_CGROUP = 0x200000000
 SIGCHLD = 17
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
@@ -93,6 +97,13 @@ class _SockFprog(ctypes.Structure):
 
 class _Rlimit(ctypes.Structure):
     _fields_ = [("cur", ctypes.c_ulong), ("max", ctypes.c_ulong)]
+
+
+class _CloneArgs(ctypes.Structure):
+    # struct clone_args, CLONE_ARGS_SIZE_VER2 (Linux 5.7+).
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+        "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")]
 
 
 class _SetupError(Exception):
@@ -195,19 +206,26 @@ class Zygote:
 
     def fork(self, req, fds):
         seq = req.get("seq")
-        if len(fds) != 5:
-            self.send({"error": "fork: want 5 descriptors, got %d" % len(fds), "seq": seq})
+        join = req.get("join")
+        want = 6 if join == "clone3" else 5
+        if len(fds) < want or (join == "procs" and len(fds) == 5):
+            self.send({"error": "fork: want %d descriptors or more, got %d" % (want, len(fds)), "seq": seq})
             return
         # Nothing buffered may be written twice (once by each process).
         for s in (sys.__stdout__, sys.__stderr__):
             s.flush()
-        flags = req["flags"] | SIGCHLD
         t0 = time.perf_counter()
         # The raw system call, not os.fork(): it creates the namespaces in
         # the same clone and skips CPython's after-fork work (about 3 ms of
         # lock re-initialisation and at-fork hooks), which this
-        # single-threaded zygote does not need.
-        pid = _syscall(self.sys["clone"], flags, 0, 0, 0, 0)
+        # single-threaded zygote does not need. On cgroup v2 the child is
+        # created inside its cgroup (clone3, CLONE_INTO_CGROUP), so nothing
+        # it does is charged elsewhere and no migration is needed.
+        if join == "clone3":
+            args = _CloneArgs(flags=req["flags"] | CLONE_INTO_CGROUP, exit_signal=SIGCHLD, cgroup=fds[5])
+            pid = _syscall(self.sys["clone3"], ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+        else:
+            pid = _syscall(self.sys["clone"], req["flags"] | SIGCHLD, 0, 0, 0, 0)
         if pid == 0:
             code = 1
             try:
@@ -244,6 +262,11 @@ class Zygote:
         return 0
 
     def setup(self, req, fds):
+        if req.get("join") == "procs":
+            # cgroup v1: join the group (in every hierarchy) before anything
+            # else; "0" is the writer itself.
+            for fd in fds[5:]:
+                os.write(fd, b"0")
         _check(_prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "set parent death signal")
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -252,7 +275,7 @@ class Zygote:
         # tree at 5 until it is mounted, the zygote's lifeline at 6.
         # Everything else of the zygote (its control socket above all) is
         # closed.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1024) for fd in list(fds) + [self.life_r]]
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1024) for fd in list(fds[:5]) + [self.life_r]]
         for fd, target in zip(high, (3, 4, 1, 2, 5, 6)):
             os.dup2(fd, target)
         self.resp_fd = 4
