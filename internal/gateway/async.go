@@ -41,14 +41,9 @@ func (g *Gateway) invokeAsync(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errdefs.New(errdefs.ErrUnavailable, "see the server's log", "async calls are off on this server"))
 		return
 	}
-	ref, _, err := g.resolve(r, r.PathValue("name"))
+	t, err := g.target(r)
 	if err != nil {
 		writeError(w, err)
-		return
-	}
-	t := g.catalog.get(ref)
-	if t == nil {
-		writeError(w, functionNotFound(r.PathValue("name")))
 		return
 	}
 	cb := r.Header.Get(HeaderCallbackURL)
@@ -58,30 +53,15 @@ func (g *Gateway) invokeAsync(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if r.ContentLength > g.cfg.MaxBodySize {
-		writeError(w, tooLarge(r.ContentLength, g.cfg.MaxBodySize))
-		return
-	}
 	var body bytes.Buffer
-	if _, err := body.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodySize)); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			err = tooLarge(-1, g.cfg.MaxBodySize)
-		} else {
-			err = errdefs.WithHint(fmt.Errorf("read request body: %v: %w", err, errdefs.ErrInvalid), "resend the request")
-		}
+	if err := g.readBody(w, r, &body); err != nil {
 		writeError(w, err)
 		return
 	}
-	header := r.Header.Clone()
-	for _, h := range hopHeaders {
-		header.Del(h)
-	}
-	header.Del(HeaderCallbackURL)
-	header.Del(HeaderNamespace)
+	header := forwardHeader(r)
 	id := store.NewActivationID()
 	j := &queue.Job{
-		ID: id, Namespace: t.Namespace(), Function: t.Spec.Name, Ref: ref,
+		ID: id, Namespace: t.Namespace(), Function: t.Spec.Name, Ref: t.Name,
 		Method: r.Method, Path: "/" + r.PathValue("rest"), RawQuery: r.URL.RawQuery, Header: header, Body: body.Bytes(),
 		CallbackURL: cb, MaxRetries: t.Spec.Retries, Source: "api",
 	}
@@ -89,7 +69,7 @@ func (g *Gateway) invokeAsync(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	g.metrics.AsyncEnqueued(ref)
+	g.metrics.AsyncEnqueued(t.Name)
 	w.Header().Set(HeaderActivationID, id)
 	w.Header().Set("Location", "/v1/activations/"+id)
 	writeJSON(w, http.StatusAccepted, AsyncAccepted{ActivationID: id})

@@ -442,16 +442,12 @@ type ScaleRequest struct {
 // scaleFunction starts instances ahead of calls, in the background, and
 // answers 202 at once; GET /v1/functions/{name} shows them come up.
 func (g *Gateway) scaleFunction(w http.ResponseWriter, r *http.Request) {
-	name, _, err := g.resolve(r, r.PathValue("name"))
+	t, err := g.target(r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	t := g.catalog.get(name)
-	if t == nil {
-		writeError(w, functionNotFound(r.PathValue("name")))
-		return
-	}
+	name := t.Name
 	var req ScaleRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&req); err != nil || req.Instances < 1 {
 		writeError(w, errdefs.Invalidf(`send {"instances": N} with N ≥ 1`, "scale %s: bad request body", name))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wisp-faas/wisp/internal/cache"
 	"github.com/wisp-faas/wisp/internal/errdefs"
+	"github.com/wisp-faas/wisp/internal/function"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/scheduler"
 	"github.com/wisp-faas/wisp/internal/store"
@@ -49,16 +50,12 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	id := store.NewActivationID()
 	w.Header().Set(HeaderActivationID, id)
 
-	name, ns, err := g.resolve(r, r.PathValue("name"))
+	t, err := g.target(r)
 	if err != nil {
-		g.finish(w, r, nil, id, name, arrived, nil, err)
+		g.finish(w, r, nil, id, "", arrived, nil, err)
 		return
 	}
-	t := g.catalog.get(name)
-	if t == nil {
-		g.finish(w, r, nil, id, name, arrived, nil, functionNotFound(r.PathValue("name")))
-		return
-	}
+	name, ns := t.Name, function.NamespaceOf(t.Namespace())
 
 	if d, err := g.limits.allow(t); err != nil {
 		retryAfter(w, d)
@@ -75,25 +72,11 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	if r.ContentLength > g.cfg.MaxBodySize {
-		g.finish(w, r, t, id, name, arrived, nil, tooLarge(r.ContentLength, g.cfg.MaxBodySize))
-		return
-	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodySize)); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			err = tooLarge(-1, g.cfg.MaxBodySize)
-		} else {
-			err = errdefs.WithHint(fmt.Errorf("read request body: %v: %w", err, errdefs.ErrInvalid), "resend the request")
-		}
+	if err := g.readBody(w, r, buf); err != nil {
 		g.finish(w, r, t, id, name, arrived, nil, err)
 		return
 	}
-
-	header := r.Header.Clone()
-	for _, h := range hopHeaders {
-		header.Del(h)
-	}
+	header := forwardHeader(r)
 	path := "/" + r.PathValue("rest")
 	req := &sandbox.Request{
 		ActivationID: id,
@@ -126,6 +109,47 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		// After an error the instance may still hold the body; let it go.
 		bufPool.Put(buf)
 	}
+}
+
+// target resolves the function a call names ({name} in the URL) to its
+// deployed version, or a not-found error.
+func (g *Gateway) target(r *http.Request) (*scheduler.Target, error) {
+	ref, _, err := g.resolve(r, r.PathValue("name"))
+	if err != nil {
+		return nil, err
+	}
+	t := g.catalog.get(ref)
+	if t == nil {
+		return nil, functionNotFound(r.PathValue("name"))
+	}
+	return t, nil
+}
+
+// readBody reads a call's body into buf, within gateway.max_body_size.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) error {
+	if r.ContentLength > g.cfg.MaxBodySize {
+		return tooLarge(r.ContentLength, g.cfg.MaxBodySize)
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodySize)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge(-1, g.cfg.MaxBodySize)
+		}
+		return errdefs.WithHint(fmt.Errorf("read request body: %v: %w", err, errdefs.ErrInvalid), "resend the request")
+	}
+	return nil
+}
+
+// forwardHeader is the part of a call's header the function sees: not the
+// hop-by-hop headers, not the caller's key, not wisp's own.
+func forwardHeader(r *http.Request) http.Header {
+	header := r.Header.Clone()
+	for _, h := range hopHeaders {
+		header.Del(h)
+	}
+	header.Del(HeaderCallbackURL)
+	header.Del(HeaderNamespace)
+	return header
 }
 
 func tooLarge(n, limit int64) error {

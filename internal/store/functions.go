@@ -165,24 +165,7 @@ func (s *Store) GetFunction(ctx context.Context, name string) (*FunctionRecord, 
 // ListFunctions returns every function of every namespace, sorted by
 // reference.
 func (s *Store) ListFunctions(ctx context.Context) ([]*FunctionRecord, error) {
-	if err := live(ctx, "list functions"); err != nil {
-		return nil, err
-	}
-	var out []*FunctionRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketFunctions).ForEach(func(k, v []byte) error {
-			rec := new(FunctionRecord)
-			if err := json.Unmarshal(v, rec); err != nil {
-				return fmt.Errorf("decode function %q: %w", k, err)
-			}
-			out = append(out, rec)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list functions: %w", err)
-	}
-	return out, nil // bbolt iterates in key order: sorted by name
+	return listJSON[FunctionRecord](ctx, s, bucketFunctions, "functions") // key order: sorted by reference
 }
 
 // DeleteFunction removes the function whose reference is name (ErrNotFound

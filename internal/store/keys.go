@@ -61,22 +61,5 @@ func (s *Store) DeleteKey(ctx context.Context, hash string) error {
 
 // ListKeys returns every stored key (hashes and attributes).
 func (s *Store) ListKeys(ctx context.Context) ([]*APIKey, error) {
-	if err := live(ctx, "list keys"); err != nil {
-		return nil, err
-	}
-	var out []*APIKey
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKeys).ForEach(func(_, v []byte) error {
-			k := new(APIKey)
-			if err := json.Unmarshal(v, k); err != nil {
-				return fmt.Errorf("decode key: %w", err)
-			}
-			out = append(out, k)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list keys: %w", err)
-	}
-	return out, nil
+	return listJSON[APIKey](ctx, s, bucketKeys, "keys")
 }

@@ -123,24 +123,7 @@ func (s *Store) GetNamespace(ctx context.Context, name string) (*Namespace, erro
 // ListNamespaces returns the stored namespaces (not the implicit default),
 // sorted by name.
 func (s *Store) ListNamespaces(ctx context.Context) ([]*Namespace, error) {
-	if err := live(ctx, "list namespaces"); err != nil {
-		return nil, err
-	}
-	var out []*Namespace
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketNamespaces).ForEach(func(k, v []byte) error {
-			ns := new(Namespace)
-			if err := json.Unmarshal(v, ns); err != nil {
-				return fmt.Errorf("decode namespace %q: %w", k, err)
-			}
-			out = append(out, ns)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list namespaces: %w", err)
-	}
-	return out, nil
+	return listJSON[Namespace](ctx, s, bucketNamespaces, "namespaces")
 }
 
 // DeleteNamespace removes a namespace, its keys and its triggers in one

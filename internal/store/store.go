@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -358,4 +359,27 @@ func live(ctx context.Context, op string) error {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
+}
+
+// listJSON decodes every value of bucket, in key order, as a T.
+func listJSON[T any](ctx context.Context, s *Store, bucket []byte, what string) ([]*T, error) {
+	op := "list " + what
+	if err := live(ctx, op); err != nil {
+		return nil, err
+	}
+	var out []*T
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			item := new(T)
+			if err := json.Unmarshal(v, item); err != nil {
+				return fmt.Errorf("decode %q: %w", k, err)
+			}
+			out = append(out, item)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return out, nil
 }

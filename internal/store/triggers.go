@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -68,22 +67,5 @@ func (s *Store) DeleteTrigger(ctx context.Context, id string) error {
 
 // ListTriggers returns every stored trigger, sorted by ID.
 func (s *Store) ListTriggers(ctx context.Context) ([]*TriggerRecord, error) {
-	if err := live(ctx, "list triggers"); err != nil {
-		return nil, err
-	}
-	var out []*TriggerRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketTriggers).ForEach(func(k, v []byte) error {
-			t := new(TriggerRecord)
-			if err := json.Unmarshal(v, t); err != nil {
-				return fmt.Errorf("decode trigger %q: %w", k, err)
-			}
-			out = append(out, t)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list triggers: %w", err)
-	}
-	return out, nil
+	return listJSON[TriggerRecord](ctx, s, bucketTriggers, "triggers")
 }
