@@ -288,6 +288,12 @@ func (g *Gateway) readDeploy(ctx context.Context, r *http.Request, ns, urlName s
 	if err := g.checkSpec(spec); err != nil {
 		return nil, err
 	}
+	if spec.Network == function.NetworkHost && !callerOf(ctx).admin {
+		// The host's network reaches whatever listens on the host's
+		// loopback: a tenant's function must not.
+		return nil, errdefs.New(errdefs.ErrForbidden, "use network: none, or have an admin deploy it",
+			"field network: host networking needs an admin key")
+	}
 	if code != nil {
 		digest, size, err := g.store.PutCode(ctx, code)
 		if err != nil {

@@ -149,6 +149,11 @@ func TestTenantIsolation(t *testing.T) {
 	if w := tn.do(keyA, r); w.Code != http.StatusNotFound {
 		t.Errorf("team-a PUT hello.team-b: HTTP %d %s", w.Code, w.Body)
 	}
+	// A tenant's function may not share the host's network.
+	r = deployReq(t, "net", "name: net\nruntime: python3\nhandler: h.py\nnetwork: host\n", map[string]string{"h.py": ""})
+	if w := tn.do(keyA, r); w.Code != http.StatusForbidden {
+		t.Errorf("team-a deploys network: host: HTTP %d %s, want 403", w.Code, w.Body)
+	}
 	// Namespace management needs an admin key.
 	for _, c := range []struct{ method, path, body string }{
 		{http.MethodPost, "/v1/namespaces", `{"name":"team-c"}`},
