@@ -59,6 +59,8 @@ type Authenticator struct {
 	st   KeyStore
 	hint string
 
+	reloadMu sync.Mutex // serialises Reload: a stale list must not replace a newer one
+
 	mu   sync.RWMutex
 	keys map[string]*store.APIKey // by hash
 }
@@ -75,6 +77,8 @@ func NewAuthenticator(ctx context.Context, st KeyStore, hint string) (*Authentic
 
 // Reload reads the keys from the store again.
 func (a *Authenticator) Reload(ctx context.Context) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	ks, err := a.st.ListKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("load API keys: %w", err)

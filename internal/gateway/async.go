@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +30,7 @@ type AsyncQueue interface {
 	Get(ctx context.Context, id string) (*queue.Job, error)
 	List(ctx context.Context, f queue.Filter) ([]*queue.Job, error)
 	Redrive(ctx context.Context, id string) error
+	PurgeNamespace(ctx context.Context, ns string) (int, error)
 }
 
 // AsyncAccepted is the body of a 202 answer to an async call.
@@ -48,7 +52,7 @@ func (g *Gateway) invokeAsync(w http.ResponseWriter, r *http.Request) {
 	}
 	cb := r.Header.Get(HeaderCallbackURL)
 	if cb != "" {
-		if err := queue.ValidateCallbackURL(cb); err != nil {
+		if err := g.checkCallback(r, cb); err != nil {
 			writeError(w, fmt.Errorf("header %s: %w", HeaderCallbackURL, err))
 			return
 		}
@@ -88,6 +92,9 @@ func (g *Gateway) InvokeAsync(ctx context.Context, j *queue.Job) queue.Result {
 	arrived := time.Now()
 	t := g.catalog.get(j.Ref)
 	if t == nil {
+		// Deleted since it was queued: whatever an earlier attempt left
+		// is not this attempt's outcome.
+		g.async.m.Delete(j.ID)
 		err := functionNotFound(j.Ref)
 		return queue.Result{StatusCode: statusFor(err), Err: err}
 	}
@@ -103,8 +110,10 @@ func (g *Gateway) InvokeAsync(ctx context.Context, j *queue.Job) queue.Result {
 	cctx, cancel := context.WithTimeout(ctx, t.Spec.Timeout.D())
 	res, steps, err := g.run(cctx, t, req, 0)
 	cancel()
-	if err != nil && errors.Is(err, errdefs.ErrLimit) {
-		// The function's instances and wait queue are full: not an attempt.
+	if err != nil && errors.Is(err, errdefs.ErrLimit) && len(steps) == 0 {
+		// The function's instances and wait queue are full, and nothing
+		// ran: not an attempt. (A sequence refused at a later step did run
+		// its first steps: that is an attempt, retried as any failure.)
 		return queue.Result{StatusCode: http.StatusTooManyRequests, Err: err, Throttled: true, RetryAfter: time.Second}
 	}
 	if err != nil && ctx.Err() != nil {
@@ -123,15 +132,20 @@ func (g *Gateway) InvokeAsync(ctx context.Context, j *queue.Job) queue.Result {
 		out.Err = err
 		out.Retry = !errors.Is(err, errdefs.ErrInvalid) && !errors.Is(err, errdefs.ErrNotFound) &&
 			!errors.Is(err, errdefs.ErrTooLarge)
+	case act.StatusCode >= 400 && act.StatusCode < 500:
+		// The function (or a sequence's step) refused the request: trying
+		// it again would not help.
+		out.Err = errors.New(act.Error)
+		if act.Error == "" {
+			out.Err = fmt.Errorf("function %s answered HTTP %d", j.Ref, act.StatusCode)
+		}
+		out.Header, out.Body = resp.Header, resp.Body
 	case resp.Error != "" || act.StatusCode >= 500:
 		out.Err = errors.New(act.Error)
 		if act.Error == "" {
 			out.Err = fmt.Errorf("function %s answered HTTP %d", j.Ref, act.StatusCode)
 		}
 		out.Retry = true
-		out.Header, out.Body = resp.Header, resp.Body
-	case act.StatusCode >= 400:
-		out.Err = fmt.Errorf("function %s answered HTTP %d", j.Ref, act.StatusCode)
 		out.Header, out.Body = resp.Header, resp.Body
 	default:
 		out.Header, out.Body = resp.Header, resp.Body
@@ -207,13 +221,15 @@ func (g *Gateway) listJobs(w http.ResponseWriter, r *http.Request, state string)
 		f.AllNamespaces = true
 	}
 	if fn := q.Get("function"); fn != "" {
-		ref, _, err := g.resolve(r, fn)
+		ref, fns, err := g.resolve(r, fn)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
 		_, f.Function = function.SplitRef(ref)
+		f.Namespace, f.AllNamespaces = fns, false
 	}
+	f.Before = q.Get("before")
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -254,4 +270,23 @@ func (g *Gateway) redrive(w http.ResponseWriter, r *http.Request) {
 	}
 	g.log.Info("async call redriven", "function", j.Ref, "activation", id)
 	writeJSON(w, http.StatusAccepted, AsyncAccepted{ActivationID: id})
+}
+
+// checkCallback validates a callback URL. A tenant's may not name a
+// loopback, link-local or private address (the server's dialer refuses
+// names that resolve to one, too).
+func (g *Gateway) checkCallback(r *http.Request, cb string) error {
+	if err := queue.ValidateCallbackURL(cb); err != nil {
+		return err
+	}
+	if callerOf(r.Context()).admin {
+		return nil
+	}
+	u, _ := url.Parse(cb)
+	host := u.Hostname()
+	if ip := net.ParseIP(host); (ip != nil && !queue.PublicOnly(ip)) || strings.EqualFold(host, "localhost") {
+		return errdefs.New(errdefs.ErrForbidden, "give a public address for the callback",
+			"%s is not a public address: a tenant's callbacks may not reach the wisp host or its private network", host)
+	}
+	return nil
 }

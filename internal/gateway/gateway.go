@@ -113,9 +113,6 @@ func New(ctx context.Context, cfg Config, st Store, sch Scheduler, m *telemetry.
 	if err := g.tenants.load(ctx, st); err != nil {
 		return nil, fmt.Errorf("load namespaces: %w", err)
 	}
-	if err := g.loadTriggers(ctx); err != nil {
-		return nil, fmt.Errorf("load triggers: %w", err)
-	}
 	g.routes()
 	return g, nil
 }
@@ -163,6 +160,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r = withCaller(r, k)
+		if !k.Admin && r.URL.Path == "/metrics" {
+			// Metric labels name every namespace's functions.
+			writeError(w, forbidden("reading /metrics"))
+			return
+		}
 	}
 	g.mux.ServeHTTP(w, r)
 }
@@ -313,5 +315,14 @@ func (g *Gateway) energy(w http.ResponseWriter, r *http.Request) {
 		}
 		span = d
 	}
-	writeJSON(w, http.StatusOK, g.cfg.Meter.Summarize(span))
+	sum := g.cfg.Meter.Summarize(span)
+	if c := callerOf(r.Context()); !c.admin {
+		// A tenant sees the node's figures and its own functions' only.
+		for ref := range sum.Functions {
+			if ns, _ := function.SplitRef(ref); ns != c.ns {
+				delete(sum.Functions, ref)
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, sum)
 }

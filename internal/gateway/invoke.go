@@ -152,6 +152,22 @@ func forwardHeader(r *http.Request) http.Header {
 	return header
 }
 
+// cacheVersion names what a cached response of t depends on: its deployed
+// version and code, and for a sequence its steps' (a step redeployed makes
+// the sequence's old results unreachable).
+func (g *Gateway) cacheVersion(t *scheduler.Target, depth int) string {
+	v := strconv.FormatInt(t.Version, 10) + "/" + t.Digest
+	if !t.Spec.IsSequence() || depth >= maxSequenceDepth {
+		return v
+	}
+	for _, step := range t.Spec.Steps {
+		if st := g.catalog.get(function.Ref(t.Namespace(), step)); st != nil {
+			v += "|" + step + "@" + g.cacheVersion(st, depth+1)
+		}
+	}
+	return v
+}
+
 func tooLarge(n, limit int64) error {
 	msg := fmt.Sprintf("request body exceeds the limit of %d bytes", limit)
 	if n > 0 {
@@ -287,7 +303,8 @@ func (g *Gateway) activation(t *scheduler.Target, id, name string, arrived time.
 		}
 	case resp.Error != "":
 		act.StatusCode = resp.Status
-		if act.StatusCode < 500 {
+		// An exception is a 500; a sequence keeps its failed step's status.
+		if act.StatusCode < 500 && !(t.Spec.IsSequence() && act.StatusCode >= 400) {
 			act.StatusCode = http.StatusInternalServerError
 		}
 		act.Status = StatusError
@@ -342,7 +359,7 @@ func (g *Gateway) lookupCache(w http.ResponseWriter, r *http.Request, t *schedul
 	cc := strings.ToLower(r.Header.Get("Cache-Control"))
 	noStore := strings.Contains(cc, "no-store")
 	if !noStore {
-		key = cache.Key(name, strconv.FormatInt(t.Version, 10)+"/"+t.Digest, req.Method, req.Path, req.RawQuery, req.Body)
+		key = cache.Key(name, g.cacheVersion(t, 0), req.Method, req.Path, req.RawQuery, req.Body)
 	}
 	if noStore || strings.Contains(cc, "no-cache") {
 		w.Header().Set(HeaderCache, "bypass")

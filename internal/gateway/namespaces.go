@@ -20,7 +20,7 @@ import (
 )
 
 // HeaderNamespace lets an admin key act in another namespace than the
-// default (wisp -n NAME). A tenant key always acts in its own.
+// default (wisp --namespace NAME). A tenant key always acts in its own.
 const HeaderNamespace = "X-Wisp-Namespace"
 
 // caller is who made a request: the namespace of its key, or an admin.
@@ -52,6 +52,11 @@ func (g *Gateway) scope(r *http.Request) (string, error) {
 	c := callerOf(r.Context())
 	h := r.Header.Get(HeaderNamespace)
 	if !c.admin {
+		if !g.tenants.exists(c.ns) {
+			// A key of a namespace removed a moment ago.
+			return "", errdefs.New(errdefs.ErrUnauthorized, "ask an admin for a key of an existing namespace",
+				"the API key's namespace %q no longer exists", c.ns)
+		}
 		if h != "" && h != c.ns {
 			return "", g.tenants.notFound(h)
 		}
@@ -74,7 +79,7 @@ func (g *Gateway) resolve(r *http.Request, name string) (ref, ns string, err err
 	if strings.Contains(name, ".") {
 		ns, plain := function.SplitRef(name)
 		c := callerOf(r.Context())
-		if (!c.admin && ns != c.ns) || (c.admin && ns != function.DefaultNamespace && !g.tenants.exists(ns)) {
+		if (!c.admin && ns != c.ns) || (ns != function.DefaultNamespace && !g.tenants.exists(ns)) {
 			return "", "", functionNotFound(name)
 		}
 		return function.Ref(ns, plain), ns, nil
@@ -105,13 +110,16 @@ type tenants struct {
 }
 
 type tenant struct {
-	ns       store.Namespace
-	lim      *rate.Limiter // nil: no rate quota
-	inflight atomic.Int64
+	ns  store.Namespace
+	lim *rate.Limiter // nil: no rate quota
+	// inflight counts the namespace's calls in flight. It is shared by the
+	// tenant values that replace each other as quotas change, so that calls
+	// admitted under the old quotas are released from the same count.
+	inflight *atomic.Int64
 }
 
 func newTenant(ns *store.Namespace) *tenant {
-	t := &tenant{ns: *ns}
+	t := &tenant{ns: *ns, inflight: new(atomic.Int64)}
 	if perSecond, burst, err := function.ParseRate(ns.RateLimit, ns.RateBurst); err == nil && perSecond > 0 {
 		t.lim = rate.NewLimiter(rate.Limit(perSecond), burst)
 	}
@@ -138,7 +146,10 @@ func (ts *tenants) set(ns *store.Namespace) {
 	t := newTenant(ns)
 	ts.mu.Lock()
 	if old := ts.m[ns.Name]; old != nil {
-		t.inflight.Store(old.inflight.Load())
+		t.inflight = old.inflight
+		if old.ns.RateLimit == ns.RateLimit && old.ns.RateBurst == ns.RateBurst {
+			t.lim = old.lim // the same rate: the bucket keeps its level
+		}
 	}
 	ts.m[ns.Name] = t
 	ts.mu.Unlock()
@@ -205,6 +216,25 @@ func (ts *tenants) admit(ns string) (release func(), wait time.Duration, err err
 	return func() { once.Do(func() { t.inflight.Add(-1) }) }, 0, nil
 }
 
+// allowRate takes one token of namespace ns's rate quota (for each step
+// of a sequence, which was admitted once as a whole), or returns an ErrLimit
+// error and how long until one is free.
+func (ts *tenants) allowRate(ns string) (time.Duration, error) {
+	t := ts.get(ns)
+	if t == nil || t.lim == nil {
+		return 0, nil
+	}
+	now := time.Now()
+	r := t.lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return d, errdefs.New(errdefs.ErrLimit,
+			"retry after the time in Retry-After, or raise the namespace's quota (wisp ns set "+ns+" --rate N/s)",
+			"namespace %s is over its rate quota of %s", ns, t.ns.RateLimit)
+	}
+	return 0, nil
+}
+
 // NamespaceView is the API representation of a namespace. Key is set only
 // in the answer that made it (create, rotate): it is never stored.
 type NamespaceView struct {
@@ -257,6 +287,9 @@ func (g *Gateway) createNamespace(w http.ResponseWriter, r *http.Request) {
 	}
 	ns.Created = time.Now().UTC()
 	k := &store.APIKey{Hash: auth.Hash(key), Name: ns.Name, Namespace: ns.Name, Created: ns.Created}
+	// Serialised with deletes, so a namespace removed meanwhile stays removed.
+	g.deployMu.Lock()
+	defer g.deployMu.Unlock()
 	if err := g.store.CreateNamespace(r.Context(), &ns, k); err != nil {
 		writeError(w, err)
 		return
@@ -311,6 +344,9 @@ func (g *Gateway) updateNamespace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ns.Name = name
+	// Serialised with deletes, so a namespace removed meanwhile stays removed.
+	g.deployMu.Lock()
+	defer g.deployMu.Unlock()
 	if err := g.store.UpdateNamespace(r.Context(), &ns); err != nil {
 		writeError(w, err)
 		return
@@ -347,6 +383,12 @@ func (g *Gateway) deleteNamespace(w http.ResponseWriter, r *http.Request) {
 		g.retire(ref)
 	}
 	g.tenants.remove(name)
+	if g.cfg.Queue != nil {
+		// Its queued calls and dead letters go too.
+		if _, err := g.cfg.Queue.PurgeNamespace(context.WithoutCancel(r.Context()), name); err != nil {
+			g.log.Error("purge the async calls of a removed namespace", "namespace", name, "err", err)
+		}
+	}
 	if err := g.reloadKeys(r.Context()); err != nil {
 		writeError(w, err)
 		return
@@ -371,6 +413,9 @@ func (g *Gateway) rotateKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	k := &store.APIKey{Hash: auth.Hash(key), Name: name, Namespace: name, Created: time.Now().UTC()}
+	// Serialised with deletes, so a namespace removed meanwhile stays removed.
+	g.deployMu.Lock()
+	defer g.deployMu.Unlock()
 	if err := g.store.RotateKey(r.Context(), name, k); err != nil {
 		writeError(w, err)
 		return
@@ -385,11 +430,14 @@ func (g *Gateway) rotateKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
+// reloadKeys refreshes the authenticator after a committed key change. It
+// runs to the end even when the client hung up: the store has changed, and
+// a revoked key must stop working.
 func (g *Gateway) reloadKeys(ctx context.Context) error {
 	if g.cfg.Auth == nil {
 		return nil
 	}
-	return g.cfg.Auth.Reload(ctx)
+	return g.cfg.Auth.Reload(context.WithoutCancel(ctx))
 }
 
 // decodeBody reads a small JSON request body into v, refusing unknown

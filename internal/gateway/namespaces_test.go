@@ -7,25 +7,29 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/wisp-faas/wisp/internal/auth"
 	"github.com/wisp-faas/wisp/internal/function"
+	"github.com/wisp-faas/wisp/internal/queue"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/scheduler"
 	"github.com/wisp-faas/wisp/internal/store"
 	"github.com/wisp-faas/wisp/internal/telemetry"
+	"github.com/wisp-faas/wisp/internal/trigger"
 )
 
 // tenancy is a gateway with authentication on, its admin key, and helpers
 // to call it as a given key.
 type tenancy struct {
-	t     *testing.T
-	g     *Gateway
-	st    *store.Store
-	admin string
+	t        *testing.T
+	g        *Gateway
+	st       *store.Store
+	admin    string
+	triggers *fakeTriggers
 }
 
 func newTenancy(t *testing.T, sch *fakeScheduler) *tenancy {
@@ -49,16 +53,56 @@ func newTenancy(t *testing.T, sch *fakeScheduler) *tenancy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(ctx, Config{
+	var g *Gateway
+	q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{Workers: 2,
+		Finished: func(j *queue.Job, r queue.Result) { g.AsyncFinished(j, r) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trg := &fakeTriggers{set: map[string]trigger.Trigger{}}
+	g, err = New(ctx, Config{
 		MaxBodySize: 1 << 10,
 		MaxCodeSize: 1 << 20,
 		Modes:       map[string]error{function.ModeProcess: nil},
 		Auth:        a,
+		Queue:       q,
+		Triggers:    trg,
 	}, st, sch, telemetry.NewMetrics(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &tenancy{t: t, g: g, st: st, admin: key}
+	q.Start(g)
+	t.Cleanup(func() { q.Close(context.Background()) })
+	return &tenancy{t: t, g: g, st: st, admin: key, triggers: trg}
+}
+
+// fakeTriggers records the triggers the gateway runs.
+type fakeTriggers struct {
+	mu  sync.Mutex
+	set map[string]trigger.Trigger
+}
+
+func (f *fakeTriggers) Set(t trigger.Trigger) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.set[t.ID] = t
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeTriggers) Remove(id string) {
+	f.mu.Lock()
+	delete(f.set, id)
+	f.mu.Unlock()
+}
+
+func (f *fakeTriggers) get(id string) (trigger.Trigger, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.set[id]
+	return t, ok
 }
 
 func (tn *tenancy) do(key string, r *http.Request) *httptest.ResponseRecorder {

@@ -54,6 +54,12 @@ func (g *Gateway) runSequence(ctx context.Context, seq *scheduler.Target, req *s
 		if _, err := g.limits.allow(st); err != nil {
 			return total, children, fmt.Errorf("sequence %s: step %d: %w", seq.Name, i+1, err)
 		}
+		// Each step is a call of the namespace's: it takes a token of the
+		// namespace's rate quota, as it would called on its own. (The
+		// sequence's call holds one place of its concurrency quota.)
+		if _, err := g.tenants.allowRate(function.NamespaceOf(ns)); err != nil {
+			return total, children, fmt.Errorf("sequence %s: step %d: %w", seq.Name, i+1, err)
+		}
 		id := store.NewActivationID()
 		children = append(children, id)
 		stepReq := &sandbox.Request{ActivationID: id, Method: req.Method, Path: "/", Header: header, Body: body}

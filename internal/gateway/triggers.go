@@ -145,17 +145,23 @@ func (g *Gateway) createTrigger(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if rec.Type == trigger.TypeNATS && !callerOf(r.Context()).admin && !strings.HasPrefix(rec.Subject, ns+".") {
+		// A NATS server is shared: a tenant listens on its own subjects only.
+		writeError(w, errdefs.New(errdefs.ErrForbidden, fmt.Sprintf("use a subject under %s., like %s.orders.created", ns, ns),
+			"field subject: a tenant's NATS subjects start with its namespace and a dot"))
+		return
+	}
 	g.deployMu.Lock()
 	defer g.deployMu.Unlock()
-	// Start it first: a NATS trigger on a server without NATS is refused
-	// before anything is stored.
-	if err := g.cfg.Triggers.Set(rec.Trigger); err != nil {
+	if err := g.store.CreateTrigger(r.Context(), rec); err != nil {
 		writeError(w, err)
 		return
 	}
-	if err := g.store.CreateTrigger(r.Context(), rec); err != nil {
-		if !strings.Contains(err.Error(), "already exists") {
-			g.cfg.Triggers.Remove(rec.ID)
+	// A trigger that cannot start (a NATS trigger on a server without NATS)
+	// is not kept.
+	if err := g.cfg.Triggers.Set(rec.Trigger); err != nil {
+		if derr := g.store.DeleteTrigger(context.WithoutCancel(r.Context()), rec.ID); derr != nil {
+			g.log.Error("remove a trigger that did not start", "trigger", rec.ID, "err", derr)
 		}
 		writeError(w, err)
 		return
@@ -212,10 +218,11 @@ func (g *Gateway) deleteTrigger(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// loadTriggers starts the stored triggers and the functions' schedules
-// (at start). A trigger that cannot start (NATS is off) is logged, not
-// fatal: the rest of the node serves.
-func (g *Gateway) loadTriggers(ctx context.Context) error {
+// StartTriggers starts the stored triggers and the functions' schedules.
+// The server calls it once, after New, when the gateway can take their
+// firings. A trigger that cannot start (NATS is off) is logged, not fatal:
+// the rest of the node serves.
+func (g *Gateway) StartTriggers(ctx context.Context) error {
 	if g.cfg.Triggers == nil {
 		return nil
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -88,7 +90,13 @@ func (q *Queue) postOnce(j *Job, body []byte, contentType string, truncated bool
 	if truncated {
 		req.Header.Set(HeaderResultTruncated, "true")
 	}
-	resp, err := q.opts.HTTPClient.Do(req)
+	client := q.opts.HTTPClient
+	if q.opts.ClientFor != nil {
+		if c := q.opts.ClientFor(j); c != nil {
+			client = c
+		}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return true, err // it names the method and URL
 	}
@@ -149,4 +157,37 @@ func (q *Queue) redeliver(id string) {
 		return
 	}
 	q.callback(j, j.Result, j.ContentType, j.ResultTruncated)
+}
+
+// PublicOnly reports whether ip is an address callbacks of untrusted jobs
+// may reach: not loopback, link-local (cloud metadata at 169.254.169.254),
+// private (RFC 1918, fc00::/7), unspecified or multicast.
+func PublicOnly(ip net.IP) bool {
+	return !(ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsPrivate() ||
+		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast())
+}
+
+// PublicClient returns a callback client that dials public addresses only:
+// the check runs on the address actually dialled, after name resolution, so
+// a name that resolves to 127.0.0.1 (or is rebound to it) is refused too.
+// The server uses it for tenants' callbacks, which must not reach services
+// on the wisp host or its private network.
+func PublicClient(timeout time.Duration) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second, Control: func(network, address string, _ syscall.RawConn) error {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return err
+		}
+		if ip := net.ParseIP(host); ip == nil || !PublicOnly(ip) {
+			return fmt.Errorf("callback to %s refused: only public addresses may be called back", host)
+		}
+		return nil
+	}}
+	return &http.Client{
+		Timeout:   timeout,
+		Transport: &http.Transport{Proxy: nil, DialContext: d.DialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
 }

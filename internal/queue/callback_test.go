@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -168,5 +169,26 @@ func TestCallbackAfterRestart(t *testing.T) {
 	}
 	if n := len(inv.times(j.ID)); n != 0 {
 		t.Fatalf("the function ran %d times after the restart; it had succeeded", n)
+	}
+}
+
+func TestPublicClientRefusesPrivateAddresses(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	c := PublicClient(2 * time.Second)
+	for _, u := range []string{srv.URL, "http://localhost:" + srv.URL[strings.LastIndex(srv.URL, ":")+1:], "http://169.254.169.254/latest", "http://10.1.2.3/x", "http://[::1]:1/"} {
+		resp, err := c.Post(u, "text/plain", nil)
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("POST %s went through", u)
+		} else if !strings.Contains(err.Error(), "only public addresses") {
+			t.Errorf("POST %s: %v, want a refusal", u, err)
+		}
+	}
+	for ip, public := range map[string]bool{"8.8.8.8": true, "2001:4860:4860::8888": true, "127.0.0.1": false,
+		"192.168.1.1": false, "172.16.0.1": false, "169.254.169.254": false, "::1": false, "fd00::1": false, "0.0.0.0": false} {
+		if got := PublicOnly(net.ParseIP(ip)); got != public {
+			t.Errorf("PublicOnly(%s) = %v", ip, got)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -421,4 +422,61 @@ func (q *Queue) deadLetter(b buckets, id, verb string) (*Job, error) {
 			"job %q is %s, not failed", id, j.State)
 	}
 	return j, nil
+}
+
+// PurgeNamespace deletes every job of namespace ns ("" or "default": the
+// default namespace) that is not running, and returns how many it deleted:
+// what a removed namespace leaves must not reach one created later under
+// the same name. A job running at the time finishes; its function is gone
+// by then, so it fails.
+func (q *Queue) PurgeNamespace(ctx context.Context, ns string) (int, error) {
+	op := fmt.Sprintf("purge the jobs of namespace %q", ns)
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	done, err := q.begin(op)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	ns = function.NamespaceOf(ns)
+	removed := map[string]int{}
+	err = q.db.Update(func(tx *bolt.Tx) error {
+		b := bucketsOf(tx)
+		var victims []*Job
+		if err := b.jobs.ForEach(func(k, v []byte) error {
+			j := new(Job)
+			if err := json.Unmarshal(v, j); err != nil {
+				return fmt.Errorf("decode job %s: %w", k, err)
+			}
+			if function.NamespaceOf(j.Namespace) == ns && j.State != StateRunning {
+				victims = append(victims, j)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, j := range victims {
+			if err := b.state[j.State].Delete(indexKey(j)); err != nil {
+				return err
+			}
+			if err := b.callbacks.Delete([]byte(j.ID)); err != nil {
+				return err
+			}
+			if err := b.jobs.Delete([]byte(j.ID)); err != nil {
+				return err
+			}
+			removed[j.State]++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	n := 0
+	for state, c := range removed {
+		q.count(state, -c)
+		n += c
+	}
+	return n, nil
 }

@@ -71,6 +71,10 @@ type Options struct {
 	// not follow redirects (a redirect could lead a callback to a host the
 	// URL did not name).
 	HTTPClient *http.Client
+	// ClientFor, if set, picks the client that posts job j's callback (nil:
+	// HTTPClient). The server gives tenants' jobs one that refuses to dial
+	// loopback, link-local and private addresses.
+	ClientFor func(j *Job) *http.Client
 	// Logger receives what cannot be returned to a caller: failed commits
 	// of outcomes, failed callbacks.
 	Logger *slog.Logger

@@ -315,3 +315,29 @@ func TestOpen(t *testing.T) {
 		}
 	})
 }
+
+func TestPurgeNamespace(t *testing.T) {
+	ctx := context.Background()
+	q, err := Open(filepath.Join(t.TempDir(), "q.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close(ctx)
+	for i, ns := range []string{"team-a", "team-a", "", "team-b"} {
+		if err := q.Enqueue(ctx, &Job{ID: fmt.Sprintf("j%d", i), Namespace: ns, Function: "f"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := q.PurgeNamespace(ctx, "team-a")
+	if err != nil || n != 2 {
+		t.Fatalf("PurgeNamespace = %d, %v; want 2", n, err)
+	}
+	for id, want := range map[string]bool{"j0": false, "j1": false, "j2": true, "j3": true} {
+		if _, err := q.Get(ctx, id); (err == nil) != want {
+			t.Errorf("job %s after the purge: %v", id, err)
+		}
+	}
+	if got := q.Stats()[StateQueued]; got != 2 {
+		t.Errorf("queued count %d after the purge, want 2", got)
+	}
+}

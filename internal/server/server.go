@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"sync"
 	"time"
 
 	"github.com/wisp-faas/wisp/internal/auth"
@@ -252,12 +253,21 @@ func Run(ctx context.Context, o Options) error {
 	// Async calls wait in a durable queue in the data directory; the
 	// gateway runs them (Start below). Triggers (cron, NATS) enqueue into it.
 	var gw *gateway.Gateway
+	tenantCallbacks := queue.PublicClient(queue.DefaultCallbackTimeout)
 	q, err := queue.Open(filepath.Join(dataDir, "queue.db"), queue.Options{
 		Workers: cfg.Async.Workers, MaxQueued: cfg.Async.MaxQueued,
 		BackoffBase: cfg.Async.BackoffBase.D(), BackoffMax: cfg.Async.BackoffMax.D(),
 		DoneRetention: cfg.Async.DoneRetention.D(), ResultLimit: int(cfg.Store.ResultLimit),
 		Finished: func(j *queue.Job, r queue.Result) { gw.AsyncFinished(j, r) },
-		Logger:   log.With("component", "queue"),
+		// Tenants' callbacks may not reach the wisp host or its private
+		// network; the default namespace's (admins') may.
+		ClientFor: func(j *queue.Job) *http.Client {
+			if j.Namespace != "" {
+				return tenantCallbacks
+			}
+			return nil
+		},
+		Logger: log.With("component", "queue"),
 	})
 	if err != nil {
 		_ = sched.Close(context.Background())
@@ -275,10 +285,13 @@ func Run(ctx context.Context, o Options) error {
 			triggers[trigger.TypeNATS] = nc
 		}
 	}
-	// stopAsync stops the triggers, then the queue's workers (an attempt
-	// still running past ctx stays queued on disk for the next start).
+	// stopAsync stops the triggers (if stopTriggers has not), then the
+	// queue's workers (an attempt still running past ctx stays queued on
+	// disk for the next start).
+	var stopTriggersOnce sync.Once
+	stopTriggers := func() { stopTriggersOnce.Do(func() { _ = triggers.Close() }) }
 	stopAsync := func(ctx context.Context) error {
-		_ = triggers.Close()
+		stopTriggers()
 		if err := q.Close(ctx); err != nil {
 			return fmt.Errorf("stop the async queue: %w", err)
 		}
@@ -307,14 +320,19 @@ func Run(ctx context.Context, o Options) error {
 		_ = sched.Close(context.Background())
 		return err
 	}
-	q.Start(gw)
-	cron.Start()
-
 	ln, err := net.Listen("tcp", cfg.Gateway.Listen)
 	if err != nil {
+		_ = stopAsync(context.Background())
 		_ = sched.Close(context.Background())
 		return fmt.Errorf("listen on %s: %w (is another wisp serve running? pick another address with --listen)", cfg.Gateway.Listen, err)
 	}
+	// Async work starts once the node can serve: queued calls, then the
+	// triggers that add to them.
+	q.Start(gw)
+	if err := gw.StartTriggers(ctx); err != nil {
+		log.Error("triggers not started", "err", err)
+	}
+	cron.Start()
 	srv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: cfg.Gateway.ReadHeaderTimeout.D(),
@@ -354,13 +372,18 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	log.Info("shutting down: draining calls in flight", "timeout", cfg.Gateway.ShutdownTimeout.D())
+	// Triggers stop firing at once; the HTTP calls and the async attempts
+	// in flight then drain side by side, each within the shutdown timeout.
+	stopTriggers()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Gateway.ShutdownTimeout.D())
 	defer cancel()
 	var errs []error
+	asyncDone := make(chan error, 1)
+	go func() { asyncDone <- stopAsync(sctx) }()
 	if err := srv.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("drain HTTP: %w", err))
 	}
-	if err := stopAsync(sctx); err != nil {
+	if err := <-asyncDone; err != nil {
 		errs = append(errs, err)
 	}
 	if err := sched.Close(sctx); err != nil {

@@ -126,8 +126,9 @@ func (s *Store) ListNamespaces(ctx context.Context) ([]*Namespace, error) {
 	return listJSON[Namespace](ctx, s, bucketNamespaces, "namespaces")
 }
 
-// DeleteNamespace removes a namespace, its keys and its triggers in one
-// transaction. A
+// DeleteNamespace removes a namespace, its keys, its triggers and its
+// activation records in one transaction, so that nothing of it reaches a
+// namespace created later under the same name. A
 // namespace that still has functions is ErrConflict unless force is set,
 // which removes them too; their references are returned so the caller can
 // retire their instances.
@@ -136,10 +137,17 @@ func (s *Store) DeleteNamespace(ctx context.Context, name string, force bool) (r
 	if err := live(ctx, op); err != nil {
 		return nil, err
 	}
+	// Its activations go too: commit the queued ones first.
+	if err := s.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNamespaces)
 		if b.Get([]byte(name)) == nil {
 			return namespaceNotFound(name)
+		}
+		if err := deleteActivationsOf(tx, name); err != nil {
+			return err
 		}
 		fns := tx.Bucket(bucketFunctions)
 		var refs []string
@@ -236,4 +244,34 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 		return fmt.Errorf("encode %s: %w", key, err)
 	}
 	return b.Put([]byte(key), data)
+}
+
+// deleteActivationsOf deletes the activation records of namespace ns (its
+// functions' references end in ".ns") and their index entries.
+func deleteActivationsOf(tx *bolt.Tx, ns string) error {
+	acts, idx, meta := tx.Bucket(bucketActivations), tx.Bucket(bucketActByFn), tx.Bucket(bucketMeta)
+	type victim struct{ id, fn string }
+	var victims []victim
+	if err := acts.ForEach(func(k, v []byte) error {
+		fn := functionOf(v)
+		if n, _ := function.SplitRef(fn); n == ns {
+			victims = append(victims, victim{string(k), fn})
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, vi := range victims {
+		if err := acts.Delete([]byte(vi.id)); err != nil {
+			return err
+		}
+		if err := idx.Delete(idxKey(vi.fn, vi.id)); err != nil {
+			return err
+		}
+	}
+	count, err := getInt(meta, keyActivationCount)
+	if err != nil {
+		return err
+	}
+	return putInt(meta, keyActivationCount, max(count-int64(len(victims)), 0))
 }

@@ -75,6 +75,15 @@ func TestNamespaces(t *testing.T) {
 		}
 	}
 
+	// Its activations, and only its, go with the namespace.
+	for i, fn := range []string{"f.team-a", "f", "f.team-a"} {
+		ns := ""
+		if fn != "f" {
+			ns = "team-a"
+		}
+		s.RecordActivation(&Activation{ID: NewActivationID(), Namespace: ns, Function: fn, Status: StatusSuccess, DurationMs: float64(i)})
+	}
+
 	// Removal refuses while functions remain, unless forced.
 	if _, err := s.DeleteNamespace(ctx, "team-a", false); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("delete with functions: %v", err)
@@ -85,6 +94,15 @@ func TestNamespaces(t *testing.T) {
 	}
 	if _, err := s.GetFunction(ctx, "f"); err != nil {
 		t.Fatalf("the default namespace's f went with team-a: %v", err)
+	}
+	if acts, err := s.ListActivations(ctx, ActivationFilter{}); err != nil || len(acts) != 1 || acts[0].Function != "f" {
+		t.Fatalf("activations after removing team-a: %+v %v", acts, err)
+	}
+	if acts, _ := s.ListActivations(ctx, ActivationFilter{Function: "f.team-a"}); len(acts) != 0 {
+		t.Fatalf("team-a's activations still indexed: %d", len(acts))
+	}
+	if _, _, count := committed(t, s); count != 1 {
+		t.Fatalf("activation count %d after removing team-a, want 1", count)
 	}
 	if ks, _ := s.ListKeys(ctx); len(ks) != 1 || !ks[0].Admin {
 		t.Fatalf("keys after delete: %+v", ks)

@@ -1,0 +1,176 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wisp-faas/wisp/internal/sandbox"
+	"github.com/wisp-faas/wisp/internal/scheduler"
+	"github.com/wisp-faas/wisp/internal/store"
+)
+
+// What a tenant key may not reach through the side doors: metrics that
+// name every function, NATS subjects of others, callbacks into the host.
+func TestTenantSideDoors(t *testing.T) {
+	tn := newTenancy(t, echoTarget())
+	key := tn.namespace(`{"name":"team-a"}`)
+	tn.deploy(key, "f")
+	if w := tn.req(key, http.MethodGet, "/metrics", ""); w.Code != http.StatusForbidden {
+		t.Errorf("tenant /metrics: HTTP %d", w.Code)
+	}
+	if w := tn.req(tn.admin, http.MethodGet, "/metrics", ""); w.Code != http.StatusOK {
+		t.Errorf("admin /metrics: HTTP %d", w.Code)
+	}
+	for subject, want := range map[string]int{">": 403, "orders.created": 403, "team-b.orders": 403, "team-a.orders.>": 201} {
+		body := `{"name":"n` + strings.NewReplacer(".", "-", ">", "all").Replace(subject) + `","function":"f","type":"nats","subject":"` + subject + `"}`
+		if w := tn.req(key, http.MethodPost, "/v1/triggers", body); w.Code != want {
+			t.Errorf("tenant NATS trigger on %q: HTTP %d %s, want %d", subject, w.Code, w.Body, want)
+		}
+	}
+	for cb, want := range map[string]int{
+		"http://127.0.0.1:9/x": 403, "http://localhost/x": 403, "http://169.254.169.254/latest": 403,
+		"http://10.0.0.1/hook": 403, "http://[::1]/x": 403, "https://hooks.example.com/x": 202,
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/async-function/f", nil)
+		r.Header.Set(HeaderCallbackURL, cb)
+		if w := tn.do(key, r); w.Code != want {
+			t.Errorf("tenant callback %s: HTTP %d %s, want %d", cb, w.Code, w.Body, want)
+		}
+	}
+	// An admin's callbacks may reach local services.
+	r := httptest.NewRequest(http.MethodPost, "/async-function/f.team-a", nil)
+	r.Header.Set(HeaderCallbackURL, "http://127.0.0.1:9/x")
+	if w := tn.do(tn.admin, r); w.Code != http.StatusAccepted {
+		t.Errorf("admin local callback: HTTP %d %s", w.Code, w.Body)
+	}
+}
+
+// A refused duplicate trigger leaves the running one alone; a namespace's
+// removal stops its triggers and forgets its activations and queued calls.
+func TestTriggersAndNamespaceRemoval(t *testing.T) {
+	tn := newTenancy(t, echoTarget())
+	key := tn.namespace(`{"name":"team-a"}`)
+	tn.deploy(key, "f")
+	tn.deploy(key, "g")
+	if w := tn.req(key, http.MethodPost, "/v1/triggers", `{"name":"nightly","function":"f","type":"cron","schedule":"@hourly"}`); w.Code != 201 {
+		t.Fatalf("create: HTTP %d %s", w.Code, w.Body)
+	}
+	if w := tn.req(key, http.MethodPost, "/v1/triggers", `{"name":"nightly","function":"g","type":"cron","schedule":"@every 1s"}`); w.Code != http.StatusConflict {
+		t.Fatalf("duplicate: HTTP %d %s", w.Code, w.Body)
+	}
+	if tr, ok := tn.triggers.get("team-a/nightly"); !ok || tr.Function != "f" || tr.Schedule != "@hourly" {
+		t.Fatalf("the running trigger after a refused duplicate: %+v %v", tr, ok)
+	}
+	var list []TriggerView
+	w := tn.req(key, http.MethodGet, "/v1/triggers", "")
+	if err := json.Unmarshal(w.Body.Bytes(), &list); err != nil || len(list) != 1 {
+		t.Fatalf("list: %s", w.Body)
+	}
+	other := tn.namespace(`{"name":"team-b"}`)
+	if w := tn.req(other, http.MethodGet, "/v1/triggers", ""); strings.Contains(w.Body.String(), "nightly") {
+		t.Fatalf("team-b sees team-a's trigger: %s", w.Body)
+	}
+	if w := tn.req(other, http.MethodDelete, "/v1/triggers/nightly", ""); w.Code != 404 {
+		t.Fatalf("team-b deletes team-a's trigger: HTTP %d", w.Code)
+	}
+	// A call leaves an activation.
+	call := tn.req(key, http.MethodPost, "/function/f", "")
+	id := call.Header().Get(HeaderActivationID)
+	tn.st.Flush(context.Background())
+
+	if w := tn.req(tn.admin, http.MethodDelete, "/v1/namespaces/team-a?force=true", ""); w.Code != 204 {
+		t.Fatalf("remove: HTTP %d %s", w.Code, w.Body)
+	}
+	if _, ok := tn.triggers.get("team-a/nightly"); ok {
+		t.Error("the removed namespace's trigger still runs")
+	}
+	// A namespace made again under the same name starts empty.
+	again := tn.namespace(`{"name":"team-a"}`)
+	if w := tn.req(again, http.MethodGet, "/v1/activations/"+id, ""); w.Code != 404 {
+		t.Errorf("the new team-a reads the old one's activation: HTTP %d", w.Code)
+	}
+	if w := tn.req(again, http.MethodGet, "/v1/triggers", ""); strings.Contains(w.Body.String(), "nightly") {
+		t.Errorf("the new team-a has the old one's trigger: %s", w.Body)
+	}
+}
+
+// Raising a quota while calls run keeps counting them: they are released
+// from the same count, and later calls get in.
+func TestQuotaUpdateWithCallsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	sch := &fakeScheduler{invoke: func(_ context.Context, t *scheduler.Target, _ *sandbox.Request) (*scheduler.Result, error) {
+		if strings.HasPrefix(t.Name, "slow.") {
+			entered <- struct{}{}
+			<-release
+		}
+		return &scheduler.Result{Response: &sandbox.Response{Status: 200}}, nil
+	}}
+	tn := newTenancy(t, sch)
+	key := tn.namespace(`{"name":"q","max_concurrency":1}`)
+	tn.deploy(key, "slow")
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); tn.req(key, http.MethodPost, "/function/slow", "") }()
+	<-entered
+	if w := tn.req(tn.admin, http.MethodPut, "/v1/namespaces/q", `{"max_concurrency":2}`); w.Code != 200 {
+		t.Fatalf("update: HTTP %d %s", w.Code, w.Body)
+	}
+	close(release)
+	wg.Wait()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var v NamespaceView
+		w := tn.req(key, http.MethodGet, "/v1/namespaces/q", "")
+		if json.Unmarshal(w.Body.Bytes(), &v) == nil && v.InFlight == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("in_flight never came back to 0: %s", w.Body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 3 {
+		if w := tn.req(key, http.MethodPost, "/function/slow", ""); w.Code != 200 {
+			t.Fatalf("a call after the update: HTTP %d %s", w.Code, w.Body)
+		}
+	}
+}
+
+// A sequence whose step answers 4xx answers that status, and its async
+// call fails at once rather than being retried.
+func TestSequenceStepClientError(t *testing.T) {
+	sch := &fakeScheduler{invoke: func(_ context.Context, t *scheduler.Target, req *sandbox.Request) (*scheduler.Result, error) {
+		if t.Name == "picky" {
+			return &scheduler.Result{Response: &sandbox.Response{Status: 422, Body: []byte("bad")}}, nil
+		}
+		return &scheduler.Result{Response: &sandbox.Response{Status: 200, Body: req.Body}}, nil
+	}}
+	g, _ := newAsyncGateway(t, sch)
+	serve(g, deployReq(t, "a", "name: a\nruntime: python3\nhandler: h.py\n", map[string]string{"h.py": ""}))
+	serve(g, deployReq(t, "picky", "name: picky\nruntime: python3\nhandler: h.py\n", map[string]string{"h.py": ""}))
+	deploySpec(t, g, "chain", "name: chain\nkind: sequence\nsteps: [a, picky]\nretries: 3\n")
+	w := serve(g, httptest.NewRequest(http.MethodPost, "/function/chain", strings.NewReader("x")))
+	if w.Code != 422 || !strings.Contains(w.Body.String(), "step 2 (picky)") {
+		t.Fatalf("sync: HTTP %d %s", w.Code, w.Body)
+	}
+	w = serve(g, httptest.NewRequest(http.MethodPost, "/async-function/chain", strings.NewReader("x")))
+	var acc AsyncAccepted
+	json.Unmarshal(w.Body.Bytes(), &acc)
+	a := waitAsync(t, g, acc.ActivationID)
+	if a.State != "failed" || a.Attempts != 1 || a.StatusCode != 422 {
+		t.Fatalf("async: state %s, %d attempts, HTTP %d", a.State, a.Attempts, a.StatusCode)
+	}
+	// The dead letter is found by the sequence's name.
+	w = serve(g, httptest.NewRequest(http.MethodGet, "/v1/activations?state=failed&function=chain", nil))
+	var dead []store.Activation
+	if err := json.Unmarshal(w.Body.Bytes(), &dead); err != nil || len(dead) != 1 {
+		t.Fatalf("dead letters of chain: %s", w.Body)
+	}
+}
