@@ -174,3 +174,31 @@ func TestSequenceStepClientError(t *testing.T) {
 		t.Fatalf("dead letters of chain: %s", w.Body)
 	}
 }
+
+// The caller's key, wisp's own headers and hop-by-hop headers never reach
+// the function.
+func TestForwardedHeaders(t *testing.T) {
+	var got http.Header
+	sch := &fakeScheduler{invoke: func(_ context.Context, _ *scheduler.Target, req *sandbox.Request) (*scheduler.Result, error) {
+		got = req.Header
+		return &scheduler.Result{Response: &sandbox.Response{Status: 200}}, nil
+	}}
+	g, _ := newGateway(t, sch)
+	serve(g, deployReq(t, "f", "name: f\nruntime: python3\nhandler: h.py\n", map[string]string{"h.py": ""}))
+	r := httptest.NewRequest(http.MethodPost, "/function/f", nil)
+	for k, v := range map[string]string{"Authorization": "Bearer secret", HeaderNamespace: "default",
+		HeaderCallbackURL: "http://x/", "Connection": "close", "X-Custom": "kept"} {
+		r.Header.Set(k, v)
+	}
+	if w := serve(g, r); w.Code != 200 {
+		t.Fatalf("HTTP %d", w.Code)
+	}
+	for _, k := range []string{"Authorization", HeaderNamespace, HeaderCallbackURL, "Connection"} {
+		if got.Get(k) != "" {
+			t.Errorf("the function saw %s: %q", k, got.Get(k))
+		}
+	}
+	if got.Get("X-Custom") != "kept" {
+		t.Errorf("X-Custom was not forwarded: %v", got)
+	}
+}
