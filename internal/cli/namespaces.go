@@ -14,16 +14,18 @@ type quotaFlags struct {
 	rate        string
 	burst       int
 	concurrency int
+	queued      int
 }
 
 func (q *quotaFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&q.rate, "rate", "", `invocation rate quota of all the namespace's functions together: "100/s", "6000/m" ("" = none)`)
 	cmd.Flags().IntVar(&q.burst, "burst", 0, "calls the rate quota accepts at once after a quiet spell (default: the N of --rate)")
 	cmd.Flags().IntVar(&q.concurrency, "max-concurrency", 0, "calls of the namespace in flight at once (0 = no limit)")
+	cmd.Flags().IntVar(&q.queued, "max-queued", 0, "async calls of the namespace waiting or running (0 = only the node's async.max_queued)")
 }
 
 func (q *quotaFlags) namespace(name string) store.Namespace {
-	return store.Namespace{Name: name, RateLimit: q.rate, RateBurst: q.burst, MaxConcurrency: q.concurrency}
+	return store.Namespace{Name: name, RateLimit: q.rate, RateBurst: q.burst, MaxConcurrency: q.concurrency, MaxQueued: q.queued}
 }
 
 func newNamespaceCmd(g *globals) *cobra.Command {
@@ -38,7 +40,8 @@ func newNamespaceCmd(g *globals) *cobra.Command {
 		}
 		tw := g.table("FIELD", "VALUE")
 		rows := [][2]string{{"name", v.Name}, {"rate_limit", orNone(v.RateLimit)}, {"rate_burst", fmt.Sprint(v.RateBurst)},
-			{"max_concurrency", fmt.Sprint(v.MaxConcurrency)}, {"functions", fmt.Sprint(v.Functions)}, {"in_flight", fmt.Sprint(v.InFlight)}}
+			{"max_concurrency", fmt.Sprint(v.MaxConcurrency)}, {"max_queued", fmt.Sprint(v.MaxQueued)}, {"functions", fmt.Sprint(v.Functions)},
+			{"in_flight", fmt.Sprint(v.InFlight)}, {"queued", fmt.Sprint(v.Queued)}}
 		if v.Key != "" {
 			rows = append(rows, [2]string{"key", v.Key + "   (shown once: keep it; WISP_TOKEN=<key> makes the CLI use it)"})
 		}

@@ -31,6 +31,21 @@ type AsyncQueue interface {
 	List(ctx context.Context, f queue.Filter) ([]*queue.Job, error)
 	Redrive(ctx context.Context, id string) error
 	PurgeNamespace(ctx context.Context, ns string) (int, error)
+	Unfinished(ctx context.Context) (map[string]int, error)
+}
+
+// enqueue puts j in the queue within its namespace's max_queued quota.
+func (g *Gateway) enqueue(ctx context.Context, j *queue.Job) error {
+	undo, err := g.tenants.admitQueued(function.NamespaceOf(j.Namespace))
+	if err != nil {
+		return err
+	}
+	if err := g.cfg.Queue.Enqueue(ctx, j); err != nil {
+		undo()
+		return err
+	}
+	g.metrics.AsyncEnqueued(j.Ref)
+	return nil
 }
 
 // AsyncAccepted is the body of a 202 answer to an async call.
@@ -69,11 +84,10 @@ func (g *Gateway) invokeAsync(w http.ResponseWriter, r *http.Request) {
 		Method: r.Method, Path: "/" + r.PathValue("rest"), RawQuery: r.URL.RawQuery, Header: header, Body: body.Bytes(),
 		CallbackURL: cb, MaxRetries: t.Spec.Retries, Source: "api",
 	}
-	if err := g.cfg.Queue.Enqueue(r.Context(), j); err != nil {
+	if err := g.enqueue(r.Context(), j); err != nil {
 		writeError(w, err)
 		return
 	}
-	g.metrics.AsyncEnqueued(t.Name)
 	w.Header().Set(HeaderActivationID, id)
 	w.Header().Set("Location", "/v1/activations/"+id)
 	writeJSON(w, http.StatusAccepted, AsyncAccepted{ActivationID: id})
@@ -168,6 +182,7 @@ func (g *Gateway) AsyncFinished(j *queue.Job, r queue.Result) {
 		}
 	}
 	act.State, act.Attempts, act.Source = j.State, j.Attempts, j.Source
+	g.tenants.finishedQueued(function.NamespaceOf(j.Namespace))
 	g.store.RecordActivation(act)
 	g.metrics.Invocation(act.Function, act.Status, act.ColdStart, act.StatusCode, time.Duration(act.DurationMs*float64(time.Millisecond)))
 	g.metrics.AsyncFinished(act.Function, j.State)
@@ -264,7 +279,13 @@ func (g *Gateway) redrive(w http.ResponseWriter, r *http.Request) {
 			"async activation %q not found", id))
 		return
 	}
+	undo, err := g.tenants.admitQueued(function.NamespaceOf(j.Namespace))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := g.cfg.Queue.Redrive(r.Context(), id); err != nil {
+		undo()
 		writeError(w, err)
 		return
 	}

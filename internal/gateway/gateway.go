@@ -113,6 +113,19 @@ func New(ctx context.Context, cfg Config, st Store, sch Scheduler, m *telemetry.
 	if err := g.tenants.load(ctx, st); err != nil {
 		return nil, fmt.Errorf("load namespaces: %w", err)
 	}
+	if cfg.Queue != nil {
+		// Each namespace's async calls still to run count against its
+		// max_queued.
+		counts, err := cfg.Queue.Unfinished(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("count queued async calls: %w", err)
+		}
+		for ns, n := range counts {
+			if t := g.tenants.get(function.NamespaceOf(ns)); t != nil {
+				t.queued.Store(int64(n))
+			}
+		}
+	}
 	g.routes()
 	return g, nil
 }

@@ -202,3 +202,49 @@ func TestForwardedHeaders(t *testing.T) {
 		t.Errorf("X-Custom was not forwarded: %v", got)
 	}
 }
+
+// A namespace's max_queued bounds its async calls waiting or running, so
+// one tenant cannot fill the node's queue; finished calls free places.
+func TestNamespaceMaxQueued(t *testing.T) {
+	release := make(chan struct{})
+	sch := &fakeScheduler{invoke: func(context.Context, *scheduler.Target, *sandbox.Request) (*scheduler.Result, error) {
+		<-release
+		return &scheduler.Result{Response: &sandbox.Response{Status: 200}}, nil
+	}}
+	tn := newTenancy(t, sch)
+	key := tn.namespace(`{"name":"busy","max_queued":3}`)
+	other := tn.namespace(`{"name":"calm"}`)
+	tn.deploy(key, "f")
+	tn.deploy(other, "f")
+	var ids []string
+	for i := range 4 {
+		w := tn.req(key, http.MethodPost, "/async-function/f", "")
+		want := http.StatusAccepted
+		if i == 3 {
+			want = http.StatusTooManyRequests
+		}
+		if w.Code != want {
+			t.Fatalf("async call %d: HTTP %d %s, want %d", i, w.Code, w.Body, want)
+		}
+		ids = append(ids, w.Header().Get(HeaderActivationID))
+	}
+	if w := tn.req(other, http.MethodPost, "/async-function/f", ""); w.Code != http.StatusAccepted {
+		t.Fatalf("another namespace's async call: HTTP %d", w.Code)
+	}
+	close(release)
+	for _, id := range ids[:3] {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var a store.Activation
+			w := tn.req(key, http.MethodGet, "/v1/activations/"+id, "")
+			if json.Unmarshal(w.Body.Bytes(), &a) == nil && a.State == "succeeded" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("activation %s: %s", id, w.Body)
+			}
+		}
+	}
+	if w := tn.req(key, http.MethodPost, "/async-function/f", ""); w.Code != http.StatusAccepted {
+		t.Fatalf("async call after the others finished: HTTP %d %s", w.Code, w.Body)
+	}
+}

@@ -116,10 +116,13 @@ type tenant struct {
 	// tenant values that replace each other as quotas change, so that calls
 	// admitted under the old quotas are released from the same count.
 	inflight *atomic.Int64
+	// queued counts its async calls waiting or running, shared the same
+	// way (from the queue at start; Enqueue adds, AsyncFinished takes away).
+	queued *atomic.Int64
 }
 
 func newTenant(ns *store.Namespace) *tenant {
-	t := &tenant{ns: *ns, inflight: new(atomic.Int64)}
+	t := &tenant{ns: *ns, inflight: new(atomic.Int64), queued: new(atomic.Int64)}
 	if perSecond, burst, err := function.ParseRate(ns.RateLimit, ns.RateBurst); err == nil && perSecond > 0 {
 		t.lim = rate.NewLimiter(rate.Limit(perSecond), burst)
 	}
@@ -146,7 +149,7 @@ func (ts *tenants) set(ns *store.Namespace) {
 	t := newTenant(ns)
 	ts.mu.Lock()
 	if old := ts.m[ns.Name]; old != nil {
-		t.inflight = old.inflight
+		t.inflight, t.queued = old.inflight, old.queued
 		if old.ns.RateLimit == ns.RateLimit && old.ns.RateBurst == ns.RateBurst {
 			t.lim = old.lim // the same rate: the bucket keeps its level
 		}
@@ -216,6 +219,34 @@ func (ts *tenants) admit(ns string) (release func(), wait time.Duration, err err
 	return func() { once.Do(func() { t.inflight.Add(-1) }) }, 0, nil
 }
 
+// admitQueued counts one more async call of namespace ns, or refuses it
+// with an ErrLimit error when the namespace has max_queued waiting or
+// running. Call the returned undo when the call was not queued after all.
+func (ts *tenants) admitQueued(ns string) (undo func(), err error) {
+	t := ts.get(ns)
+	if t == nil {
+		return func() {}, nil
+	}
+	if max := int64(t.ns.MaxQueued); max > 0 {
+		if n := t.queued.Add(1); n > max {
+			t.queued.Add(-1)
+			return nil, errdefs.New(errdefs.ErrLimit,
+				"wait for its async calls to run, or raise the namespace's quota (wisp ns set "+ns+" --max-queued N)",
+				"namespace %s has %d async calls waiting or running, its quota", ns, max)
+		}
+	} else {
+		t.queued.Add(1)
+	}
+	return func() { t.queued.Add(-1) }, nil
+}
+
+// finishedQueued counts one async call of namespace ns less.
+func (ts *tenants) finishedQueued(ns string) {
+	if t := ts.get(ns); t != nil && t.queued.Add(-1) < 0 {
+		t.queued.Store(0)
+	}
+}
+
 // allowRate takes one token of namespace ns's rate quota (for each step
 // of a sequence, which was admitted once as a whole), or returns an ErrLimit
 // error and how long until one is free.
@@ -242,12 +273,14 @@ type NamespaceView struct {
 	Key       string `json:"key,omitempty"`
 	Functions int    `json:"functions"`
 	InFlight  int64  `json:"in_flight"`
+	// Queued counts its async calls waiting or running.
+	Queued int64 `json:"queued"`
 }
 
 func (g *Gateway) nsView(ns store.Namespace) NamespaceView {
 	v := NamespaceView{Namespace: ns}
 	if t := g.tenants.get(ns.Name); t != nil {
-		v.InFlight = t.inflight.Load()
+		v.InFlight, v.Queued = t.inflight.Load(), t.queued.Load()
 	}
 	g.catalog.mu.RLock()
 	for ref := range g.catalog.targets {

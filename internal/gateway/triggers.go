@@ -73,11 +73,7 @@ func (g *Gateway) Fire(ctx context.Context, ev trigger.Event) error {
 	}
 	j := &queue.Job{ID: store.NewActivationID(), Namespace: t.Namespace(), Function: t.Spec.Name, Ref: ref,
 		Method: http.MethodPost, Path: "/", Header: ev.Header, Body: ev.Body, MaxRetries: t.Spec.Retries, Source: ev.Source}
-	if err := g.cfg.Queue.Enqueue(ctx, j); err != nil {
-		return err
-	}
-	g.metrics.AsyncEnqueued(ref)
-	return nil
+	return g.enqueue(ctx, j)
 }
 
 // TriggerRequest is the body of POST /v1/triggers.

@@ -480,3 +480,32 @@ func (q *Queue) PurgeNamespace(ctx context.Context, ns string) (int, error) {
 	}
 	return n, nil
 }
+
+// Unfinished counts the jobs of each namespace that are queued or running
+// ("" for the default namespace), read from disk: the start of a per-
+// namespace count that the caller then keeps.
+func (q *Queue) Unfinished(ctx context.Context) (map[string]int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	out := map[string]int{}
+	err := q.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+			var j struct {
+				Namespace string `json:"namespace"`
+				State     string `json:"state"`
+			}
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("decode job %s: %w", k, err)
+			}
+			if !finished(j.State) {
+				out[j.Namespace]++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	return out, nil
+}

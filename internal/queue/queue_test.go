@@ -340,4 +340,8 @@ func TestPurgeNamespace(t *testing.T) {
 	if got := q.Stats()[StateQueued]; got != 2 {
 		t.Errorf("queued count %d after the purge, want 2", got)
 	}
+	counts, err := q.Unfinished(ctx)
+	if err != nil || len(counts) != 2 || counts[""] != 1 || counts["team-b"] != 1 {
+		t.Errorf("Unfinished = %v, %v; want one each in the default namespace and team-b", counts, err)
+	}
 }

@@ -25,6 +25,9 @@ type Namespace struct {
 	RateBurst int    `json:"rate_burst,omitempty"`
 	// MaxConcurrency caps the namespace's calls in flight (0 = no limit).
 	MaxConcurrency int `json:"max_concurrency,omitempty"`
+	// MaxQueued caps the namespace's async calls waiting or running (0 =
+	// only the node's async.max_queued).
+	MaxQueued int `json:"max_queued,omitempty"`
 }
 
 // Validate checks the name and the quotas.
@@ -34,6 +37,9 @@ func (n *Namespace) Validate() error {
 	}
 	if _, _, err := function.ParseRate(n.RateLimit, n.RateBurst); err != nil {
 		return fmt.Errorf("namespace %s: %w", n.Name, err)
+	}
+	if n.MaxQueued < 0 {
+		return errdefs.Invalidf("use 1 or more, or 0 for no limit", "namespace %s: max_queued %d is negative", n.Name, n.MaxQueued)
 	}
 	if n.MaxConcurrency < 0 {
 		return errdefs.Invalidf("use 1 or more, or 0 for no limit", "namespace %s: max_concurrency %d is negative", n.Name, n.MaxConcurrency)
