@@ -161,8 +161,16 @@ func (q *Queue) redeliver(id string) {
 
 // PublicOnly reports whether ip is an address callbacks of untrusted jobs
 // may reach: not loopback, link-local (cloud metadata at 169.254.169.254),
-// private (RFC 1918, fc00::/7), unspecified or multicast.
+// private (RFC 1918, fc00::/7), 0.0.0.0/8, 100.64.0.0/10, unspecified or
+// multicast, in IPv4 or IPv4-mapped IPv6 form.
 func PublicOnly(ip net.IP) bool {
+	if v4 := ip.To4(); v4 != nil {
+		// 0.0.0.0/8 ("this network": Linux connects 0.0.0.0 to the host
+		// itself) and 100.64.0.0/10 (carrier-grade NAT, often internal).
+		if v4[0] == 0 || (v4[0] == 100 && v4[1]&0xc0 == 64) {
+			return false
+		}
+	}
 	return !(ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsPrivate() ||
 		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast())
 }
