@@ -36,7 +36,11 @@ type AsyncQueue interface {
 
 // enqueue puts j in the queue within its namespace's max_queued quota.
 func (g *Gateway) enqueue(ctx context.Context, j *queue.Job) error {
-	undo, err := g.tenants.admitQueued(function.NamespaceOf(j.Namespace))
+	ns := function.NamespaceOf(j.Namespace)
+	if ns != function.DefaultNamespace && !g.tenants.exists(ns) {
+		return g.tenants.notFound(ns) // removed while the call was read
+	}
+	undo, err := g.tenants.admitQueued(ns)
 	if err != nil {
 		return err
 	}
@@ -67,7 +71,7 @@ func (g *Gateway) invokeAsync(w http.ResponseWriter, r *http.Request) {
 	}
 	cb := r.Header.Get(HeaderCallbackURL)
 	if cb != "" {
-		if err := g.checkCallback(r, cb); err != nil {
+		if err := g.checkCallback(t.Namespace(), cb); err != nil {
 			writeError(w, fmt.Errorf("header %s: %w", HeaderCallbackURL, err))
 			return
 		}
@@ -105,9 +109,11 @@ type pending struct{ m sync.Map } // id → *store.Activation
 func (g *Gateway) InvokeAsync(ctx context.Context, j *queue.Job) queue.Result {
 	arrived := time.Now()
 	t := g.catalog.get(j.Ref)
-	if t == nil {
-		// Deleted since it was queued: whatever an earlier attempt left
-		// is not this attempt's outcome.
+	if t == nil || !g.tenants.current(j.Namespace, j.Enqueued) {
+		// Deleted since it was queued, or its namespace removed (and maybe
+		// made again: a new namespace of the same name must not run the
+		// old one's calls). Whatever an earlier attempt left is not this
+		// attempt's outcome.
 		g.async.m.Delete(j.ID)
 		err := functionNotFound(j.Ref)
 		return queue.Result{StatusCode: statusFor(err), Err: err}
@@ -182,6 +188,11 @@ func (g *Gateway) AsyncFinished(j *queue.Job, r queue.Result) {
 		}
 	}
 	act.State, act.Attempts, act.Source = j.State, j.Attempts, j.Source
+	if !g.tenants.current(j.Namespace, j.Enqueued) {
+		// Its namespace was removed: neither its record nor its count
+		// belongs to a namespace of the same name made since.
+		return
+	}
 	g.tenants.finishedQueued(function.NamespaceOf(j.Namespace))
 	g.store.RecordActivation(act)
 	g.metrics.Invocation(act.Function, act.Status, act.ColdStart, act.StatusCode, time.Duration(act.DurationMs*float64(time.Millisecond)))
@@ -206,7 +217,7 @@ func (g *Gateway) asyncView(ctx context.Context, r *http.Request, id string, a *
 		return a
 	}
 	j, err := g.cfg.Queue.Get(ctx, id)
-	if err != nil || !visible(r, j.Namespace) {
+	if err != nil || !visible(r, j.Namespace) || !g.tenants.current(j.Namespace, j.Enqueued) {
 		return a
 	}
 	switch {
@@ -274,7 +285,7 @@ func (g *Gateway) redrive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	j, err := g.cfg.Queue.Get(r.Context(), id)
-	if err != nil || !visible(r, j.Namespace) {
+	if err != nil || !visible(r, j.Namespace) || !g.tenants.current(j.Namespace, j.Enqueued) {
 		writeError(w, errdefs.New(errdefs.ErrNotFound, "wisp activations --failed lists the dead letters",
 			"async activation %q not found", id))
 		return
@@ -293,19 +304,21 @@ func (g *Gateway) redrive(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, AsyncAccepted{ActivationID: id})
 }
 
-// checkCallback validates a callback URL. A tenant's may not name a
-// loopback, link-local or private address (the server's dialer refuses
-// names that resolve to one, too).
-func (g *Gateway) checkCallback(r *http.Request, cb string) error {
+// checkCallback validates the callback URL of a call of namespace ns. A
+// tenant namespace's may not name a loopback, link-local or private address
+// (the server's dialer refuses names that resolve to one, too: the job's
+// namespace decides, whoever queued it).
+func (g *Gateway) checkCallback(ns, cb string) error {
 	if err := queue.ValidateCallbackURL(cb); err != nil {
 		return err
 	}
-	if callerOf(r.Context()).admin {
+	if function.NamespaceOf(ns) == function.DefaultNamespace {
 		return nil
 	}
 	u, _ := url.Parse(cb)
 	host := u.Hostname()
-	if ip := net.ParseIP(host); (ip != nil && !queue.PublicOnly(ip)) || strings.EqualFold(host, "localhost") {
+	ip := net.ParseIP(host)
+	if (ip != nil && !queue.PublicOnly(ip)) || strings.Contains(host, "%") || strings.EqualFold(host, "localhost") {
 		return errdefs.New(errdefs.ErrForbidden, "give a public address for the callback",
 			"%s is not a public address: a tenant's callbacks may not reach the wisp host or its private network", host)
 	}

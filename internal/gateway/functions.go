@@ -402,7 +402,7 @@ func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) getActivation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	a, err := g.store.GetActivation(r.Context(), id)
-	if err == nil && !visible(r, a.Namespace) {
+	if err == nil && (!visible(r, a.Namespace) || !g.tenants.current(a.Namespace, a.Start)) {
 		a, err = nil, errdefs.New(errdefs.ErrNotFound, "wisp activations lists yours", "activation %q not found", id)
 	}
 	if m := g.asyncView(r.Context(), r, id, a); m != nil {

@@ -173,6 +173,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r = withCaller(r, k)
+		if !k.Admin && !g.tenants.exists(function.NamespaceOf(k.Namespace)) {
+			// A key of a namespace removed a moment ago (the key list is
+			// reloaded right after the removal).
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wisp"`)
+			writeError(w, errdefs.New(errdefs.ErrUnauthorized, "ask an admin for a key of an existing namespace",
+				"the API key's namespace %q no longer exists", k.Namespace))
+			return
+		}
 		if !k.Admin && r.URL.Path == "/metrics" {
 			// Metric labels name every namespace's functions.
 			writeError(w, forbidden("reading /metrics"))

@@ -35,7 +35,7 @@ func TestTenantSideDoors(t *testing.T) {
 	}
 	for cb, want := range map[string]int{
 		"http://127.0.0.1:9/x": 403, "http://localhost/x": 403, "http://169.254.169.254/latest": 403,
-		"http://10.0.0.1/hook": 403, "http://[::1]/x": 403, "https://hooks.example.com/x": 202,
+		"http://10.0.0.1/hook": 403, "http://[::1]/x": 403, "http://[fe80::1%25eth0]/x": 403, "https://hooks.example.com/x": 202,
 	} {
 		r := httptest.NewRequest(http.MethodPost, "/async-function/f", nil)
 		r.Header.Set(HeaderCallbackURL, cb)
@@ -43,11 +43,15 @@ func TestTenantSideDoors(t *testing.T) {
 			t.Errorf("tenant callback %s: HTTP %d %s, want %d", cb, w.Code, w.Body, want)
 		}
 	}
-	// An admin's callbacks may reach local services.
-	r := httptest.NewRequest(http.MethodPost, "/async-function/f.team-a", nil)
-	r.Header.Set(HeaderCallbackURL, "http://127.0.0.1:9/x")
-	if w := tn.do(tn.admin, r); w.Code != http.StatusAccepted {
-		t.Errorf("admin local callback: HTTP %d %s", w.Code, w.Body)
+	// The job's namespace decides: calls of the default namespace may call
+	// back local services, a tenant's may not, whoever queues them.
+	tn.deploy(tn.admin, "f")
+	for path, want := range map[string]int{"/async-function/f": 202, "/async-function/f.team-a": 403} {
+		r := httptest.NewRequest(http.MethodPost, path, nil)
+		r.Header.Set(HeaderCallbackURL, "http://127.0.0.1:9/x")
+		if w := tn.do(tn.admin, r); w.Code != want {
+			t.Errorf("admin %s with a local callback: HTTP %d %s, want %d", path, w.Code, w.Body, want)
+		}
 	}
 }
 
@@ -246,5 +250,34 @@ func TestNamespaceMaxQueued(t *testing.T) {
 	}
 	if w := tn.req(key, http.MethodPost, "/async-function/f", ""); w.Code != http.StatusAccepted {
 		t.Fatalf("async call after the others finished: HTTP %d %s", w.Code, w.Body)
+	}
+}
+
+// A sequence takes one rate token per step and waits for the later ones
+// within its timeout rather than fail half done; sequences that name each
+// other cost the cache key one entry each, not a power of their steps.
+func TestSequenceQuotaAndCacheKey(t *testing.T) {
+	tn := newTenancy(t, echoTarget())
+	key := tn.namespace(`{"name":"paced","rate_limit":"2/s"}`)
+	for _, n := range []string{"a", "b", "c"} {
+		tn.deploy(key, n)
+	}
+	r := httptest.NewRequest(http.MethodPut, "/v1/functions/abc", strings.NewReader("name: abc\nkind: sequence\nsteps: [a, b, c]\n"))
+	r.Header.Set("Content-Type", "application/yaml")
+	if w := tn.do(key, r); w.Code != http.StatusCreated {
+		t.Fatalf("deploy: HTTP %d %s", w.Code, w.Body)
+	}
+	// Three steps, a bucket of two: the third step waits about half a
+	// second for its token.
+	if w := tn.req(key, http.MethodPost, "/function/abc", ""); w.Code != 200 || w.Body.String() != "c.paced" {
+		t.Fatalf("paced sequence: HTTP %d %s", w.Code, w.Body)
+	}
+
+	g, _ := newGateway(t, echoTarget())
+	steps := strings.TrimSuffix(strings.Repeat("y, ", 31), ", ")
+	deploySpec(t, g, "x", "name: x\nkind: sequence\ndeterministic: true\nsteps: ["+steps+"]\n")
+	deploySpec(t, g, "y", "name: y\nkind: sequence\ndeterministic: true\nsteps: [x]\n")
+	if v := g.cacheVersion(g.catalog.get("x")); strings.Count(v, "|") != 1 {
+		t.Fatalf("cache version of two sequences naming each other: %d parts", strings.Count(v, "|")+1)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,19 +154,37 @@ func forwardHeader(r *http.Request) http.Header {
 }
 
 // cacheVersion names what a cached response of t depends on: its deployed
-// version and code, and for a sequence its steps' (a step redeployed makes
-// the sequence's old results unreachable).
-func (g *Gateway) cacheVersion(t *scheduler.Target, depth int) string {
-	v := strconv.FormatInt(t.Version, 10) + "/" + t.Digest
-	if !t.Spec.IsSequence() || depth >= maxSequenceDepth {
-		return v
+// version and code, and for a sequence every function it reaches (a step
+// redeployed makes the sequence's old results unreachable). Each function
+// is visited once, so sequences that name each other cost no more than
+// their number.
+func (g *Gateway) cacheVersion(t *scheduler.Target) string {
+	if !t.Spec.IsSequence() {
+		return strconv.FormatInt(t.Version, 10) + "/" + t.Digest
 	}
-	for _, step := range t.Spec.Steps {
-		if st := g.catalog.get(function.Ref(t.Namespace(), step)); st != nil {
-			v += "|" + step + "@" + g.cacheVersion(st, depth+1)
+	seen := map[string]string{}
+	var visit func(t *scheduler.Target)
+	visit = func(t *scheduler.Target) {
+		if _, ok := seen[t.Name]; ok {
+			return
+		}
+		seen[t.Name] = strconv.FormatInt(t.Version, 10) + "/" + t.Digest
+		if !t.Spec.IsSequence() {
+			return
+		}
+		for _, step := range t.Spec.Steps {
+			if st := g.catalog.get(function.Ref(t.Namespace(), step)); st != nil {
+				visit(st)
+			}
 		}
 	}
-	return v
+	visit(t)
+	parts := make([]string, 0, len(seen))
+	for ref, v := range seen {
+		parts = append(parts, ref+"@"+v)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "|")
 }
 
 func tooLarge(n, limit int64) error {
@@ -247,6 +266,9 @@ func (g *Gateway) finishWith(w http.ResponseWriter, r *http.Request, t *schedule
 func (g *Gateway) record(act *store.Activation, arrived time.Time) {
 	dur := time.Since(arrived)
 	act.DurationMs = ms(dur)
+	if !g.tenants.current(act.Namespace, act.Start) {
+		return // its namespace was removed while it ran
+	}
 	g.store.RecordActivation(act)
 	g.metrics.Invocation(act.Function, act.Status, act.ColdStart, act.StatusCode, dur)
 	if act.Status != StatusSuccess {
@@ -359,7 +381,7 @@ func (g *Gateway) lookupCache(w http.ResponseWriter, r *http.Request, t *schedul
 	cc := strings.ToLower(r.Header.Get("Cache-Control"))
 	noStore := strings.Contains(cc, "no-store")
 	if !noStore {
-		key = cache.Key(name, g.cacheVersion(t, 0), req.Method, req.Path, req.RawQuery, req.Body)
+		key = cache.Key(name, g.cacheVersion(t), req.Method, req.Path, req.RawQuery, req.Body)
 	}
 	if noStore || strings.Contains(cc, "no-cache") {
 		w.Header().Set(HeaderCache, "bypass")

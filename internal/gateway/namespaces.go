@@ -52,11 +52,6 @@ func (g *Gateway) scope(r *http.Request) (string, error) {
 	c := callerOf(r.Context())
 	h := r.Header.Get(HeaderNamespace)
 	if !c.admin {
-		if !g.tenants.exists(c.ns) {
-			// A key of a namespace removed a moment ago.
-			return "", errdefs.New(errdefs.ErrUnauthorized, "ask an admin for a key of an existing namespace",
-				"the API key's namespace %q no longer exists", c.ns)
-		}
 		if h != "" && h != c.ns {
 			return "", g.tenants.notFound(h)
 		}
@@ -101,6 +96,18 @@ func functionNotFound(name string) error {
 func visible(r *http.Request, ns string) bool {
 	c := callerOf(r.Context())
 	return c.admin || c.ns == function.NamespaceOf(ns)
+}
+
+// current reports whether something of namespace ns that began at start
+// belongs to the namespace as it is now: not to one removed since (maybe
+// made again under the same name, which must start empty).
+func (ts *tenants) current(ns string, start time.Time) bool {
+	ns = function.NamespaceOf(ns)
+	if ns == function.DefaultNamespace {
+		return true
+	}
+	t := ts.get(ns)
+	return t != nil && !start.Before(t.ns.Created)
 }
 
 // tenants holds each namespace's quota state, kept in step with the store.
@@ -242,28 +249,40 @@ func (ts *tenants) admitQueued(ns string) (undo func(), err error) {
 
 // finishedQueued counts one async call of namespace ns less.
 func (ts *tenants) finishedQueued(ns string) {
-	if t := ts.get(ns); t != nil && t.queued.Add(-1) < 0 {
-		t.queued.Store(0)
+	if t := ts.get(ns); t != nil {
+		t.queued.Add(-1)
 	}
 }
 
-// allowRate takes one token of namespace ns's rate quota (for each step
-// of a sequence, which was admitted once as a whole), or returns an ErrLimit
-// error and how long until one is free.
-func (ts *tenants) allowRate(ns string) (time.Duration, error) {
+// waitRate takes one token of namespace ns's rate quota (for a step of a
+// sequence after the first), waiting for it as long as ctx allows; past
+// that it returns an ErrLimit error.
+func (ts *tenants) waitRate(ctx context.Context, ns string) error {
 	t := ts.get(ns)
 	if t == nil || t.lim == nil {
-		return 0, nil
+		return nil
 	}
 	now := time.Now()
 	r := t.lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return d, errdefs.New(errdefs.ErrLimit,
-			"retry after the time in Retry-After, or raise the namespace's quota (wisp ns set "+ns+" --rate N/s)",
-			"namespace %s is over its rate quota of %s", ns, t.ns.RateLimit)
+	d := r.DelayFrom(now)
+	if d == 0 {
+		return nil
 	}
-	return 0, nil
+	if deadline, ok := ctx.Deadline(); !r.OK() || (ok && now.Add(d).After(deadline)) {
+		r.CancelAt(now)
+		return errdefs.New(errdefs.ErrLimit,
+			"raise the namespace's quota (wisp ns set "+ns+" --rate N/s), or the sequence's timeout",
+			"namespace %s's rate quota of %s leaves no room for the sequence's next step within its timeout", ns, t.ns.RateLimit)
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel()
+		return errdefs.New(errdefs.ErrLimit, "retry later", "namespace %s: %v while waiting for its rate quota", ns, ctx.Err())
+	}
 }
 
 // NamespaceView is the API representation of a namespace. Key is set only

@@ -54,14 +54,16 @@ func (g *Gateway) runSequence(ctx context.Context, seq *scheduler.Target, req *s
 		if _, err := g.limits.allow(st); err != nil {
 			return total, children, fmt.Errorf("sequence %s: step %d: %w", seq.Name, i+1, err)
 		}
-		// Each step is a call of the namespace's: it takes a token of the
-		// namespace's rate quota, as it would called on its own. (The
-		// sequence's call holds one place of its concurrency quota.)
-		if _, err := g.tenants.allowRate(function.NamespaceOf(ns)); err != nil {
-			return total, children, fmt.Errorf("sequence %s: step %d: %w", seq.Name, i+1, err)
+		// Each step is a call of the namespace's and takes a token of its
+		// rate quota, the first step the token the sequence's own call took.
+		// A later step waits for its token while the chain's timeout allows:
+		// a sequence paces itself to the quota rather than fail half done.
+		if i > 0 {
+			if err := g.tenants.waitRate(ctx, function.NamespaceOf(ns)); err != nil {
+				return total, children, fmt.Errorf("sequence %s: step %d: %w", seq.Name, i+1, err)
+			}
 		}
 		id := store.NewActivationID()
-		children = append(children, id)
 		stepReq := &sandbox.Request{ActivationID: id, Method: req.Method, Path: "/", Header: header, Body: body}
 		if i == 0 {
 			stepReq.Path, stepReq.RawQuery = req.Path, req.RawQuery
@@ -70,6 +72,12 @@ func (g *Gateway) runSequence(ctx context.Context, seq *scheduler.Target, req *s
 		sctx, cancel := context.WithTimeout(ctx, st.Spec.Timeout.D())
 		res, kids, err := g.run(sctx, st, stepReq, depth+1)
 		cancel()
+		if i == 0 && len(kids) == 0 && errors.Is(err, errdefs.ErrLimit) {
+			// Refused for capacity before anything ran: the sequence's call
+			// did not start (an async call waits and tries again).
+			return total, nil, fmt.Errorf("sequence %s: step 1 (%s): %w", seq.Name, step, err)
+		}
+		children = append(children, id)
 		if err != nil && ctx.Err() != nil && errors.Is(err, errdefs.ErrTimeout) {
 			err = errdefs.WithHint(fmt.Errorf("sequence %s ran past its timeout of %s (in step %d, %s): %w",
 				seq.Name, seq.Spec.Timeout, i+1, step, errdefs.ErrTimeout),

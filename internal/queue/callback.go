@@ -161,18 +161,42 @@ func (q *Queue) redeliver(id string) {
 
 // PublicOnly reports whether ip is an address callbacks of untrusted jobs
 // may reach: not loopback, link-local (cloud metadata at 169.254.169.254),
-// private (RFC 1918, fc00::/7), 0.0.0.0/8, 100.64.0.0/10, unspecified or
-// multicast, in IPv4 or IPv4-mapped IPv6 form.
+// private (RFC 1918, fc00::/7), 0.0.0.0/8, 100.64.0.0/10, 198.18.0.0/15,
+// 240.0.0.0/4, unspecified or multicast, in IPv4 form or any IPv6 form that
+// carries an IPv4 address (mapped, compatible, NAT64, 6to4).
 func PublicOnly(ip net.IP) bool {
+	if len(ip) == net.IPv6len && ip.To4() == nil {
+		// IPv6 forms that carry an IPv4 address: NAT64 (64:ff9b::/96),
+		// 6to4 (2002::/16) and the deprecated IPv4-compatible ::a.b.c.d.
+		switch {
+		case ip[0] == 0x00 && ip[1] == 0x64 && ip[2] == 0xff && ip[3] == 0x9b:
+			return PublicOnly(net.IP(ip[12:16]))
+		case ip[0] == 0x20 && ip[1] == 0x02:
+			return PublicOnly(net.IP(ip[2:6]))
+		case isZero(ip[:12]):
+			return PublicOnly(net.IP(ip[12:16]))
+		}
+	}
 	if v4 := ip.To4(); v4 != nil {
 		// 0.0.0.0/8 ("this network": Linux connects 0.0.0.0 to the host
-		// itself) and 100.64.0.0/10 (carrier-grade NAT, often internal).
-		if v4[0] == 0 || (v4[0] == 100 && v4[1]&0xc0 == 64) {
+		// itself), 100.64.0.0/10 (carrier-grade NAT, often internal),
+		// 198.18.0.0/15 (benchmarking) and 240.0.0.0/4 (reserved, and the
+		// broadcast address).
+		if v4[0] == 0 || (v4[0] == 100 && v4[1]&0xc0 == 64) || (v4[0] == 198 && v4[1]&0xfe == 18) || v4[0] >= 240 {
 			return false
 		}
 	}
 	return !(ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsPrivate() ||
 		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast())
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // PublicClient returns a callback client that dials public addresses only:

@@ -187,7 +187,9 @@ func TestPublicClientRefusesPrivateAddresses(t *testing.T) {
 	}
 	for ip, public := range map[string]bool{"8.8.8.8": true, "2001:4860:4860::8888": true, "127.0.0.1": false,
 		"192.168.1.1": false, "172.16.0.1": false, "169.254.169.254": false, "::1": false, "fd00::1": false, "0.0.0.0": false,
-		"0.1.2.3": false, "100.64.1.1": false, "100.128.0.1": true, "::ffff:127.0.0.1": false, "::ffff:10.0.0.1": false} {
+		"0.1.2.3": false, "100.64.1.1": false, "100.128.0.1": true, "::ffff:127.0.0.1": false, "::ffff:10.0.0.1": false,
+		"64:ff9b::a00:1": false, "64:ff9b::808:808": true, "2002:a00:1::1": false, "::10.0.0.1": false,
+		"198.18.0.1": false, "240.0.0.1": false, "255.255.255.255": false} {
 		if got := PublicOnly(net.ParseIP(ip)); got != public {
 			t.Errorf("PublicOnly(%s) = %v", ip, got)
 		}
