@@ -9,6 +9,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"os"
 	goruntime "runtime"
 	"strconv"
 	"strings"
@@ -158,7 +159,16 @@ func (g *Gateway) retire(ref string) {
 // deploy that fails validation is garbage-collected before the response.
 func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string, createOnly bool) {
 	ctx := r.Context()
-	r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxCodeSize+1<<20)
+	// The upload is read in full before deployMu is taken: a client that
+	// trickles its upload must not hold every deploy, trigger and key
+	// change of the node.
+	spool, err := spoolBody(w, r, g.cfg.MaxCodeSize+1<<20)
+	if err != nil {
+		writeError(w, fmt.Errorf("deploy: %w", err))
+		return
+	}
+	defer spool.Close()
+	r.Body = spool
 	g.deployMu.Lock()
 	defer g.deployMu.Unlock()
 
@@ -177,11 +187,6 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string,
 		}
 	}
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			err = errdefs.New(errdefs.ErrTooLarge, "add a .wispignore for files the function does not need, or raise store.max_code_size",
-				"code archive exceeds the limit of %d bytes", g.cfg.MaxCodeSize)
-		}
 		writeError(w, fmt.Errorf("deploy: %w", err))
 		return
 	}
@@ -216,6 +221,30 @@ func (g *Gateway) deploy(w http.ResponseWriter, r *http.Request, urlName string,
 		status = http.StatusCreated
 	}
 	writeJSON(w, status, g.view(stored))
+}
+
+// spoolBody reads a deploy request's body, at most limit bytes, into an
+// unlinked temporary file and returns it at its start.
+func spoolBody(w http.ResponseWriter, r *http.Request, limit int64) (*os.File, error) {
+	f, err := os.CreateTemp("", "wisp-deploy-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool the upload: %w", err)
+	}
+	_ = os.Remove(f.Name()) // gone with its last descriptor
+	if _, err := io.Copy(f, http.MaxBytesReader(w, r.Body, limit)); err != nil {
+		f.Close()
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errdefs.New(errdefs.ErrTooLarge, "add a .wispignore for files the function does not need, or raise store.max_code_size",
+				"code archive exceeds the limit of %d bytes", limit-1<<20)
+		}
+		return nil, errdefs.WithHint(fmt.Errorf("read the upload: %v: %w", err, errdefs.ErrInvalid), "resend the request")
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool the upload: %w", err)
+	}
+	return f, nil
 }
 
 // readDeploy parses and validates a deploy request into a record ready to

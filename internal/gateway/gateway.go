@@ -344,6 +344,7 @@ func (g *Gateway) energy(w http.ResponseWriter, r *http.Request) {
 				delete(sum.Functions, ref)
 			}
 		}
+		sum.Warnings = nil // they name instances of any namespace
 	}
 	writeJSON(w, http.StatusOK, sum)
 }

@@ -227,6 +227,12 @@ func (g *Gateway) StartTriggers(ctx context.Context) error {
 		return err
 	}
 	for _, t := range list {
+		if t.Type == trigger.TypeNATS && t.Namespace != "" && !strings.HasPrefix(t.Subject, t.Namespace+".") {
+			// Made before tenants were held to their own subjects.
+			g.log.Error("tenant NATS trigger not started: its subject is outside the namespace's",
+				"trigger", t.ID, "subject", t.Subject, "hint", "remove it and make it again on a subject under "+t.Namespace+".")
+			continue
+		}
 		if err := g.cfg.Triggers.Set(t.Trigger); err != nil {
 			g.log.Error("trigger not started", "trigger", t.ID, "err", err, "hint", errdefs.Hint(err))
 		}

@@ -322,7 +322,11 @@ func (b *backend) Start(ctx context.Context, opts sandbox.StartOptions) (sandbox
 	if err != nil {
 		return nil, err
 	}
-	t := &tracked{function: opts.Spec.Name, id: inst.ID(), inst: inst}
+	fn := opts.Function
+	if fn == "" {
+		fn = opts.Spec.Name
+	}
+	t := &tracked{function: fn, id: inst.ID(), inst: inst}
 	// Everything it used until ready is its cold start.
 	t.coldCPU = inst.Usage().CPUTime
 	b.m.mu.Lock()

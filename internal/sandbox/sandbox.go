@@ -34,10 +34,13 @@ type Backend interface {
 
 // StartOptions describe the instance to start.
 type StartOptions struct {
-	ID      string         // unique instance id, used for cgroup and log names
-	Spec    *function.Spec // limits, runtime, handler, environment
-	CodeDir string         // unpacked function code on the host, mounted read-only
-	Version string         // code digest, for logs
+	ID string // unique instance id, used for cgroup and log names
+	// Function is the function's reference (function.Ref: unique across
+	// namespaces, unlike Spec.Name); "" means Spec.Name.
+	Function string
+	Spec     *function.Spec // limits, runtime, handler, environment
+	CodeDir  string         // unpacked function code on the host, mounted read-only
+	Version  string         // code digest, for logs
 }
 
 // Instance is one running sandbox with a runtime host inside.

@@ -240,10 +240,11 @@ func (p *pool) start(ttl time.Duration) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.s.cfg.ColdStartTimeout)
 	t0 := time.Now()
 	inst, err := p.backend.Start(ctx, sandbox.StartOptions{
-		ID:      id,
-		Spec:    p.target.Spec,
-		CodeDir: p.target.CodeDir,
-		Version: p.target.Digest,
+		ID:       id,
+		Function: p.target.Name,
+		Spec:     p.target.Spec,
+		CodeDir:  p.target.CodeDir,
+		Version:  p.target.Digest,
 	})
 	expired := ctx.Err() != nil
 	cancel()

@@ -372,18 +372,20 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	log.Info("shutting down: draining calls in flight", "timeout", cfg.Gateway.ShutdownTimeout.D())
-	// Triggers stop firing at once; the HTTP calls and the async attempts
-	// in flight then drain side by side, each within the shutdown timeout.
+	// Triggers stop firing at once. The HTTP calls in flight drain first
+	// (an async call accepted meanwhile still reaches the queue), then the
+	// queue's attempts in flight, each within the shutdown timeout; an
+	// attempt still running then stays queued on disk for the next start.
 	stopTriggers()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Gateway.ShutdownTimeout.D())
 	defer cancel()
 	var errs []error
-	asyncDone := make(chan error, 1)
-	go func() { asyncDone <- stopAsync(sctx) }()
 	if err := srv.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("drain HTTP: %w", err))
 	}
-	if err := <-asyncDone; err != nil {
+	qctx, qcancel := context.WithTimeout(context.Background(), cfg.Gateway.ShutdownTimeout.D())
+	defer qcancel()
+	if err := stopAsync(qctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := sched.Close(sctx); err != nil {
