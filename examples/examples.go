@@ -7,8 +7,8 @@ import "embed"
 
 // FS holds every example directory.
 //
-//go:embed all:hello-python all:hello-node all:shout-exec
+//go:embed all:hello-python all:hello-node all:shout-exec all:greet-loud
 var FS embed.FS
 
 // Names lists the example directories in the order they are deployed.
-var Names = []string{"hello-python", "hello-node", "shout-exec"}
+var Names = []string{"hello-python", "hello-node", "shout-exec", "greet-loud"}

@@ -57,6 +57,7 @@ Call them:
   curl -s%[2]s '%[1]s/function/hello-python?name=Ada'
   curl -s%[2]s -d '{"name": "Grace"}' %[1]s/function/hello-node
   curl -s%[2]s -d 'quiet please' %[1]s/function/shout-exec
+  curl -s%[2]s -d '{"name": "Ada"}' %[1]s/function/greet-loud    (a sequence: hello-python, then shout-exec)
   wisp invoke hello-python -d '{"name": "Ada"}' -v    (bin/wisp; WISP_URL=%[1]s)
   wisp ls    wisp logs hello-python    wisp activations    wisp bench hello-python -n 2000 -c 8
 

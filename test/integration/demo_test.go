@@ -49,6 +49,7 @@ func TestServeDemo(t *testing.T) {
 		{"/function/hello-python?name=Ada", "", "Hello, Ada!"},
 		{"/function/hello-node", `{"name": "Grace"}`, "Hello from Node, Grace!"},
 		{"/function/shout-exec", "quiet please", "QUIET PLEASE"},
+		{"/function/greet-loud", `{"name": "Ada"}`, "HELLO, ADA!"},
 	}
 	for _, c := range calls {
 		if !strings.Contains(banner, c.path) {
