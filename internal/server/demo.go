@@ -45,6 +45,10 @@ func deployDemo(ctx context.Context, baseURL, token, keyFile string, out io.Writ
 			fmt.Fprintf(out, "  %-14s NOT DEPLOYED: %v\n", name, err)
 			continue
 		}
+		if v.Spec.IsSequence() {
+			fmt.Fprintf(out, "  %-14s sequence of %s\n", v.Name, strings.Join(v.Spec.Steps, ", "))
+			continue
+		}
 		fmt.Fprintf(out, "  %-14s %s, %s mode\n", v.Name, v.Spec.Runtime, v.Spec.ExecutionMode)
 	}
 	auth := ""
