@@ -211,6 +211,11 @@ func newListCmd(g *globals) *cobra.Command {
 			}
 			tw := g.table("NAME", "NAMESPACE", "RUNTIME", "MODE", "VERSION", "INSTANCES", "KEEP_ALIVE", "MEMORY", "UPDATED")
 			for _, f := range fns {
+				if f.Spec.IsSequence() {
+					fmt.Fprintf(tw, "%s\t%s\tsequence\t-\t%d\t%s\t-\t-\t%s\n", f.Name, f.Namespace, f.Version,
+						strings.Join(f.Spec.Steps, " → "), age(f.UpdatedAt))
+					continue
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d idle, %d busy\t%s\t%s\t%s\n", f.Name, f.Namespace, f.Spec.Runtime, f.Spec.ExecutionMode,
 					f.Version, f.Instances.Idle, f.Instances.Busy, f.Spec.KeepAliveString(), f.Spec.Memory, age(f.UpdatedAt))
 			}
