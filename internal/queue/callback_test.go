@@ -63,14 +63,17 @@ func newHook(t *testing.T, statuses ...int) (*hook, *httptest.Server) {
 func waitCallback(t *testing.T, q *Queue, id string) *Job {
 	t.Helper()
 	waitFor(t, 10*time.Second, "the callback of "+id, func() bool {
-		var pending bool
+		// One transaction for both: read apart, the job could finish (and
+		// its callback become pending) between the two reads.
+		var done bool
 		if err := q.db.View(func(tx *bolt.Tx) error {
-			pending = has(tx.Bucket(bucketCallbacks), []byte(id))
-			return nil
+			j, err := bucketsOf(tx).job([]byte(id))
+			done = err == nil && j != nil && finished(j.State) && !has(tx.Bucket(bucketCallbacks), []byte(id))
+			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
-		return !pending && finished(get(t, q, id).State)
+		return done
 	})
 	return get(t, q, id)
 }
