@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/scheduler"
 )
@@ -116,5 +119,31 @@ func TestSequence(t *testing.T) {
 	w = serve(g, httptest.NewRequest(http.MethodGet, "/v1/functions/abc", nil))
 	if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil || v.Spec.Kind != "sequence" || v.Digest != "" {
 		t.Fatalf("get abc: %s", w.Body)
+	}
+}
+
+// A sequence's timeout bounds the whole chain: a step still running when
+// it passes is cut off with a 504 that names the sequence and the step.
+func TestSequenceTimeout(t *testing.T) {
+	sch := &fakeScheduler{invoke: func(ctx context.Context, t *scheduler.Target, req *sandbox.Request) (*scheduler.Result, error) {
+		if t.Name == "slow" {
+			<-ctx.Done()
+			return nil, errdefs.WithHint(fmt.Errorf("function slow ran past its timeout: %w", errdefs.ErrTimeout), "h")
+		}
+		return &scheduler.Result{Response: &sandbox.Response{Status: 200, Body: req.Body}}, nil
+	}}
+	g, _ := newGateway(t, sch)
+	serve(g, deployReq(t, "fast", "name: fast\nruntime: python3\nhandler: h.py\n", map[string]string{"h.py": ""}))
+	serve(g, deployReq(t, "slow", "name: slow\nruntime: python3\nhandler: h.py\ntimeout: 30s\n", map[string]string{"h.py": ""}))
+	if w := deploySpec(t, g, "chain", "name: chain\nkind: sequence\nsteps: [fast, slow]\ntimeout: 200ms\n"); w.Code != http.StatusCreated {
+		t.Fatalf("deploy: HTTP %d %s", w.Code, w.Body)
+	}
+	t0 := time.Now()
+	w := serve(g, httptest.NewRequest(http.MethodPost, "/function/chain", strings.NewReader("x")))
+	if w.Code != http.StatusGatewayTimeout || !strings.Contains(w.Body.String(), "sequence chain ran past its timeout of 200ms (in step 2, slow)") {
+		t.Fatalf("HTTP %d %s", w.Code, w.Body)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("the chain was cut off after %s, not at its 200ms timeout", d)
 	}
 }
