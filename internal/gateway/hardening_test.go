@@ -7,9 +7,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/sandbox"
 	"github.com/wisp-faas/wisp/internal/scheduler"
 	"github.com/wisp-faas/wisp/internal/store"
@@ -279,5 +281,28 @@ func TestSequenceQuotaAndCacheKey(t *testing.T) {
 	deploySpec(t, g, "y", "name: y\nkind: sequence\ndeterministic: true\nsteps: [x]\n")
 	if v := g.cacheVersion(g.catalog.get("x")); strings.Count(v, "|") != 1 {
 		t.Fatalf("cache version of two sequences naming each other: %d parts", strings.Count(v, "|")+1)
+	}
+}
+
+// An async sequence refused for capacity at its first step did not run: it
+// waits and tries again without spending an attempt (retries: 0 here).
+func TestAsyncSequenceThrottledAtFirstStep(t *testing.T) {
+	var refusals atomic.Int64
+	sch := &fakeScheduler{invoke: func(_ context.Context, t *scheduler.Target, req *sandbox.Request) (*scheduler.Result, error) {
+		if t.Name == "a" && refusals.Add(1) <= 1 {
+			return nil, errdefs.New(errdefs.ErrLimit, "later", "queue full")
+		}
+		return &scheduler.Result{Response: &sandbox.Response{Status: 200, Body: append(req.Body, t.Name...)}}, nil
+	}}
+	g, _ := newAsyncGateway(t, sch)
+	serve(g, deployReq(t, "a", "name: a\nruntime: python3\nhandler: h.py\n", map[string]string{"h.py": ""}))
+	serve(g, deployReq(t, "b", "name: b\nruntime: python3\nhandler: h.py\n", map[string]string{"h.py": ""}))
+	deploySpec(t, g, "ab", "name: ab\nkind: sequence\nsteps: [a, b]\n")
+	w := serve(g, httptest.NewRequest(http.MethodPost, "/async-function/ab", strings.NewReader(">")))
+	var acc AsyncAccepted
+	json.Unmarshal(w.Body.Bytes(), &acc)
+	a := waitAsync(t, g, acc.ActivationID)
+	if a.State != "succeeded" || a.Attempts != 1 || string(a.Result) != ">ab" || len(a.Children) != 2 {
+		t.Fatalf("state %s, %d attempts, result %q, %d steps", a.State, a.Attempts, a.Result, len(a.Children))
 	}
 }
