@@ -79,8 +79,8 @@
 // Open reads the version key. A file with no version is new and gets the
 // current schema; an older version is brought forward by running each entry
 // of migrations above it, in order, in one transaction with the version
-// bump; a newer version is refused. To change the schema, bump
-// schemaVersion and append a migration: never edit one that has shipped.
+// bump; a newer version is refused. To change the schema, append a migration
+// (schemaVersion follows): never edit one that has shipped.
 //
 // # Scheduling
 //

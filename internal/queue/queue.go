@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/wisp-faas/wisp/internal/boltschema"
 	"github.com/wisp-faas/wisp/internal/errdefs"
 )
 
@@ -169,26 +169,18 @@ var states = []string{StateQueued, StateRunning, StateSucceeded, StateFailed}
 // Bucket and key names of the schema drawn in the package comment. The
 // index bucket of each state is named for it.
 var (
-	bucketMeta      = []byte("meta")
+	bucketMeta      = boltschema.BucketMeta
 	bucketJobs      = []byte("jobs")
 	bucketCallbacks = []byte("callbacks")
 
-	keyVersion = []byte("version")
+	keyVersion = boltschema.KeyVersion
 )
 
-// schemaVersion is the version this binary writes.
-const schemaVersion = 1
+// schemaVersion is the version this binary writes: its last migration's.
+var schemaVersion = boltschema.Latest(migrations)
 
-// migration brings the schema from version-1 to version.
-type migration struct {
-	version int
-	name    string
-	migrate func(tx *bolt.Tx) error
-}
-
-// migrations run in order; append only.
-var migrations = []migration{
-	{version: 1, name: "create buckets", migrate: func(tx *bolt.Tx) error {
+var migrations = []boltschema.Migration{
+	{Version: 1, Name: "create buckets", Migrate: func(tx *bolt.Tx) error {
 		names := [][]byte{bucketMeta, bucketJobs, bucketCallbacks}
 		for _, s := range states {
 			names = append(names, []byte(s))
@@ -285,32 +277,7 @@ func (q *Queue) load() error {
 }
 
 // migrate brings the schema to schemaVersion.
-func migrate(tx *bolt.Tx) error {
-	v := 0
-	if meta := tx.Bucket(bucketMeta); meta != nil {
-		if s := meta.Get(keyVersion); s != nil {
-			n, err := strconv.Atoi(string(s))
-			if err != nil {
-				return fmt.Errorf("meta key %s: %q is not a number", keyVersion, s)
-			}
-			v = n
-		}
-	}
-	if v > schemaVersion {
-		return errdefs.New(errdefs.ErrUnavailable, "upgrade wisp, or use another data directory",
-			"the queue was written by a newer wisp (schema %d; this wisp knows schema %d)", v, schemaVersion)
-	}
-	for _, m := range migrations {
-		if m.version <= v {
-			continue
-		}
-		if err := m.migrate(tx); err != nil {
-			return fmt.Errorf("migrate schema to %d (%s): %w", m.version, m.name, err)
-		}
-		v = m.version
-	}
-	return tx.Bucket(bucketMeta).Put(keyVersion, strconv.AppendInt(nil, int64(v), 10))
-}
+func migrate(tx *bolt.Tx) error { return boltschema.Apply(tx, migrations, "the queue") }
 
 // requeueRunning moves the jobs in running/ back to queued/, keeping their
 // NextAt (which has passed), so they are the first to run again.

@@ -50,8 +50,9 @@
 // gets the current schema; an older version is brought forward by running
 // each entry of migrations above it, in order, in one transaction with the
 // version bump; a newer version is refused (an older wisp must not rewrite a
-// schema it does not know). To change the schema, bump schemaVersion and
-// append a migration: never edit one that has shipped.
+// schema it does not know); internal/boltschema does this for the store and
+// the async queue alike. To change the schema, append a migration (the
+// version follows): never edit one that has shipped.
 //
 // # Activations
 //

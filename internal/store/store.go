@@ -18,6 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/wisp-faas/wisp/internal/boltschema"
 	"github.com/wisp-faas/wisp/internal/errdefs"
 )
 
@@ -136,7 +137,7 @@ type Store struct {
 
 // Bucket and key names of the schema drawn in the package comment.
 var (
-	bucketMeta        = []byte("meta")
+	bucketMeta        = boltschema.BucketMeta
 	bucketFunctions   = []byte("functions")
 	bucketActivations = []byte("activations")
 	bucketActByFn     = []byte("activations_by_function")
@@ -144,23 +145,15 @@ var (
 	bucketNamespaces  = []byte("namespaces")
 	bucketTriggers    = []byte("triggers")
 
-	keyVersion         = []byte("version")
+	keyVersion         = boltschema.KeyVersion
 	keyActivationCount = []byte("activation_count")
 )
 
-// schemaVersion is the version this binary writes.
-const schemaVersion = 4
+// schemaVersion is the version this binary writes: its last migration's.
+var schemaVersion = boltschema.Latest(migrations)
 
-// migration brings the schema from version-1 to version.
-type migration struct {
-	version int
-	name    string
-	migrate func(tx *bolt.Tx) error
-}
-
-// migrations run in order; append only.
-var migrations = []migration{
-	{version: 1, name: "create buckets", migrate: func(tx *bolt.Tx) error {
+var migrations = []boltschema.Migration{
+	{Version: 1, Name: "create buckets", Migrate: func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketFunctions, bucketActivations, bucketActByFn} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
@@ -168,19 +161,19 @@ var migrations = []migration{
 		}
 		return putInt(tx.Bucket(bucketMeta), keyActivationCount, 0)
 	}},
-	{version: 2, name: "API keys", migrate: func(tx *bolt.Tx) error {
+	{Version: 2, Name: "API keys", Migrate: func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
 			return fmt.Errorf("create bucket %s: %w", bucketKeys, err)
 		}
 		return nil
 	}},
-	{version: 3, name: "namespaces", migrate: func(tx *bolt.Tx) error {
+	{Version: 3, Name: "namespaces", Migrate: func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketNamespaces); err != nil {
 			return fmt.Errorf("create bucket %s: %w", bucketNamespaces, err)
 		}
 		return nil
 	}},
-	{version: 4, name: "triggers", migrate: func(tx *bolt.Tx) error {
+	{Version: 4, Name: "triggers", Migrate: func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketTriggers); err != nil {
 			return fmt.Errorf("create bucket %s: %w", bucketTriggers, err)
 		}
@@ -258,30 +251,7 @@ func (s *Store) Close() error {
 
 // migrate brings the database to schemaVersion.
 func migrate(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
-		v := 0
-		if meta := tx.Bucket(bucketMeta); meta != nil {
-			n, err := getInt(meta, keyVersion)
-			if err != nil {
-				return err
-			}
-			v = int(n)
-		}
-		if v > schemaVersion {
-			return errdefs.New(errdefs.ErrUnavailable, "upgrade wisp, or use another data directory",
-				"the data directory was written by a newer wisp (schema %d; this wisp knows schema %d)", v, schemaVersion)
-		}
-		for _, m := range migrations {
-			if m.version <= v {
-				continue
-			}
-			if err := m.migrate(tx); err != nil {
-				return fmt.Errorf("migrate schema to %d (%s): %w", m.version, m.name, err)
-			}
-			v = m.version
-		}
-		return putInt(tx.Bucket(bucketMeta), keyVersion, int64(v))
-	})
+	return db.Update(func(tx *bolt.Tx) error { return boltschema.Apply(tx, migrations, "the data directory") })
 }
 
 func getInt(b *bolt.Bucket, key []byte) (int64, error) {

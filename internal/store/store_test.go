@@ -218,7 +218,7 @@ func TestSchemaVersion(t *testing.T) {
 		t.Fatalf("version = %q", v)
 	}
 	// A newer wisp wrote this directory: refuse it.
-	if err := s.db.Update(func(tx *bolt.Tx) error { return putInt(tx.Bucket(bucketMeta), keyVersion, schemaVersion+1) }); err != nil {
+	if err := s.db.Update(func(tx *bolt.Tx) error { return putInt(tx.Bucket(bucketMeta), keyVersion, int64(schemaVersion+1)) }); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
