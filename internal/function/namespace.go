@@ -33,6 +33,16 @@ func SplitRef(ref string) (ns, name string) {
 	return DefaultNamespace, ref
 }
 
+// StoredNamespace is the form records keep a namespace in: "" for the
+// default namespace (so records made before namespaces existed need no
+// rewrite), the name for any other. NamespaceOf is its inverse.
+func StoredNamespace(ns string) string {
+	if ns == DefaultNamespace {
+		return ""
+	}
+	return ns
+}
+
 // NamespaceOf returns ns, or DefaultNamespace for "".
 func NamespaceOf(ns string) string {
 	if ns == "" {

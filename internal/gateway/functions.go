@@ -302,10 +302,7 @@ func (g *Gateway) readDeploy(ctx context.Context, r *http.Request, ns, urlName s
 		return nil, errdefs.Invalidf("make the URL and the spec's name agree",
 			"field name: spec names %q but the URL names %q", spec.Name, urlName)
 	}
-	rec := &store.FunctionRecord{Spec: *spec}
-	if ns != function.DefaultNamespace {
-		rec.Namespace = ns
-	}
+	rec := &store.FunctionRecord{Namespace: function.StoredNamespace(ns), Spec: *spec}
 	if spec.IsSequence() {
 		// A sequence runs its steps' code, never its own: whatever came
 		// with it is dropped unread. Its steps may be deployed later.

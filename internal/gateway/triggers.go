@@ -135,7 +135,7 @@ func (g *Gateway) createTrigger(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &store.TriggerRecord{Name: req.Name, Created: time.Now().UTC(), Trigger: trigger.Trigger{
-		ID: ns + "/" + req.Name, Namespace: nsField(ns), Function: req.Function, Type: req.Type,
+		ID: ns + "/" + req.Name, Namespace: function.StoredNamespace(ns), Function: req.Function, Type: req.Type,
 		Schedule: req.Schedule, Subject: req.Subject, Body: req.Body}}
 	if err := rec.Validate(); err != nil {
 		writeError(w, err)
@@ -164,13 +164,6 @@ func (g *Gateway) createTrigger(w http.ResponseWriter, r *http.Request) {
 	}
 	g.log.Info("trigger created", "trigger", rec.ID, "type", rec.Type, "function", rec.Function)
 	writeJSON(w, http.StatusCreated, g.triggerView(rec))
-}
-
-func nsField(ns string) string {
-	if ns == function.DefaultNamespace {
-		return ""
-	}
-	return ns
 }
 
 func (g *Gateway) listTriggers(w http.ResponseWriter, r *http.Request) {

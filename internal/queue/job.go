@@ -109,9 +109,7 @@ func (j *Job) prepare(now time.Time) error {
 			return fmt.Errorf("job %q: %w", j.ID, err)
 		}
 	}
-	if j.Namespace == function.DefaultNamespace {
-		j.Namespace = ""
-	}
+	j.Namespace = function.StoredNamespace(j.Namespace)
 	if j.Ref == "" {
 		j.Ref = function.Ref(j.Namespace, j.Function)
 	}

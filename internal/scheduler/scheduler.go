@@ -50,10 +50,8 @@ type Target struct {
 // Namespace returns the namespace of the target's function ("" for the
 // default namespace, as activation records store it).
 func (t *Target) Namespace() string {
-	if ns, _ := function.SplitRef(t.Name); ns != function.DefaultNamespace {
-		return ns
-	}
-	return ""
+	ns, _ := function.SplitRef(t.Name)
+	return function.StoredNamespace(ns)
 }
 
 // Timings are the stages of one call, in the order they happen.

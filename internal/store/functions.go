@@ -79,9 +79,7 @@ func (s *Store) putFunction(ctx context.Context, rec *FunctionRecord, create boo
 		}
 	}
 	out := *rec
-	if out.Namespace == function.DefaultNamespace {
-		out.Namespace = ""
-	}
+	out.Namespace = function.StoredNamespace(out.Namespace)
 	out.Spec.Environment = append([]string(nil), rec.Spec.Environment...)
 	out.Spec.Dependencies = append([]string(nil), rec.Spec.Dependencies...)
 
