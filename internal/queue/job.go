@@ -175,7 +175,7 @@ func (q *Queue) Enqueue(ctx context.Context, j *Job) error {
 	if err := j.prepare(time.Now().UTC()); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	done, err := q.begin(op)
+	done, err := q.begin(ctx, op)
 	if err != nil {
 		return err
 	}
@@ -228,10 +228,7 @@ func (q *Queue) notFound(id string) error {
 // Get returns the job id; an unknown id is an ErrNotFound.
 func (q *Queue) Get(ctx context.Context, id string) (*Job, error) {
 	op := fmt.Sprintf("get job %q", id)
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	done, err := q.begin(op)
+	done, err := q.begin(ctx, op)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +296,7 @@ func (q *Queue) List(ctx context.Context, f Filter) ([]*Job, error) {
 			(f.State == "" || j.State == f.State) &&
 			(f.Function == "" || j.Function == f.Function)
 	}
-	done, err := q.begin(op)
+	done, err := q.begin(ctx, op)
 	if err != nil {
 		return nil, err
 	}
@@ -338,10 +335,7 @@ func (q *Queue) List(ctx context.Context, f Filter) ([]*Job, error) {
 // ErrConflict, and a full queue an ErrLimit.
 func (q *Queue) Redrive(ctx context.Context, id string) error {
 	op := fmt.Sprintf("redrive job %q", id)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	done, err := q.begin(op)
+	done, err := q.begin(ctx, op)
 	if err != nil {
 		return err
 	}
@@ -377,10 +371,7 @@ func (q *Queue) Redrive(ctx context.Context, id string) error {
 // ErrNotFound, one that is not failed an ErrConflict.
 func (q *Queue) Purge(ctx context.Context, id string) error {
 	op := fmt.Sprintf("purge job %q", id)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	done, err := q.begin(op)
+	done, err := q.begin(ctx, op)
 	if err != nil {
 		return err
 	}
@@ -429,10 +420,7 @@ func (q *Queue) deadLetter(b buckets, id, verb string) (*Job, error) {
 // by then, so it fails.
 func (q *Queue) PurgeNamespace(ctx context.Context, ns string) (int, error) {
 	op := fmt.Sprintf("purge the jobs of namespace %q", ns)
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("%s: %w", op, err)
-	}
-	done, err := q.begin(op)
+	done, err := q.begin(ctx, op)
 	if err != nil {
 		return 0, err
 	}

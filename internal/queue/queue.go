@@ -364,7 +364,10 @@ func (q *Queue) Close(ctx context.Context) error {
 
 // begin admits a public call that uses the database: it fails once Close
 // has been called, and Close waits for the calls it admitted.
-func (q *Queue) begin(op string) (done func(), err error) {
+func (q *Queue) begin(ctx context.Context, op string) (done func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
