@@ -9,9 +9,12 @@ package sandbox
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/function"
 )
 
@@ -115,4 +118,23 @@ type StartStages struct {
 // spent.
 type StageReporter interface {
 	StartStages() StartStages
+}
+
+// CallError turns the error of a call that failed on instance id's channel
+// into the error Invoke returns, as every backend does: a call whose ctx
+// ended (or that timed out) is an errdefs.ErrTimeout error, after kill has
+// stopped the instance (its handler may still be running); a broken
+// channel is the errdefs.ErrCrashed error crash makes of it, which says
+// why the instance died.
+func CallError(ctx context.Context, id string, err error, kill func(), crash func(error) error) error {
+	switch {
+	case errors.Is(err, errdefs.ErrTimeout) || ctx.Err() != nil:
+		kill()
+		if !errors.Is(err, errdefs.ErrTimeout) {
+			err = fmt.Errorf("%w: %w", errdefs.ErrTimeout, err)
+		}
+	case errors.Is(err, errdefs.ErrCrashed):
+		err = crash(err)
+	}
+	return fmt.Errorf("instance %s: %w", id, err)
 }

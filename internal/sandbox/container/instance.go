@@ -109,16 +109,7 @@ func (i *instance) Invoke(ctx context.Context, req *sandbox.Request) (*sandbox.R
 	if err == nil {
 		return resp, nil
 	}
-	switch {
-	case errors.Is(err, errdefs.ErrTimeout) || ctx.Err() != nil:
-		i.kill()
-		if !errors.Is(err, errdefs.ErrTimeout) {
-			err = fmt.Errorf("%w: %w", errdefs.ErrTimeout, err)
-		}
-	case errors.Is(err, errdefs.ErrCrashed):
-		err = i.crashReason(err)
-	}
-	return nil, fmt.Errorf("instance %s: %w", i.id, err)
+	return nil, sandbox.CallError(ctx, i.id, err, i.kill, i.crashReason)
 }
 
 // kill sends SIGKILL to every process of the container. The cgroup is

@@ -530,16 +530,7 @@ func (i *instance) Invoke(ctx context.Context, req *sandbox.Request) (*sandbox.R
 	if err == nil {
 		return resp, nil
 	}
-	switch {
-	case errors.Is(err, errdefs.ErrTimeout) || ctx.Err() != nil:
-		_ = i.sb.Kill()
-		if !errors.Is(err, errdefs.ErrTimeout) {
-			err = fmt.Errorf("%w: %w", errdefs.ErrTimeout, err)
-		}
-	case errors.Is(err, errdefs.ErrCrashed):
-		err = i.crashReason(err)
-	}
-	return nil, fmt.Errorf("instance %s: %w", i.id, err)
+	return nil, sandbox.CallError(ctx, i.id, err, func() { _ = i.sb.Kill() }, i.crashReason)
 }
 
 // crashGrace is how long crashReason waits for the exit status after the
