@@ -60,6 +60,7 @@ func StartDirectHost(ctx context.Context, spec *function.Spec, codeDir string) (
 	reqR.Close()
 	respW.Close()
 	d := &DirectHost{conn: runtime.NewConn(reqW, respR, runtime.ConnOptions{}), cmd: cmd}
+	d.conn.SetKill(func() { _ = cmd.Process.Kill() })
 	if _, err := d.conn.WaitReady(ctx); err != nil {
 		d.Close()
 		return nil, err

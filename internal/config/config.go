@@ -139,6 +139,17 @@ type Execution struct {
 	// QueueTimeout is how long a queued call waits before it is refused
 	// with 429.
 	QueueTimeout function.Duration `yaml:"queue_timeout" json:"queue_timeout"`
+	// PipelineDepth is how many calls may wait inside one busy instance,
+	// behind the call it runs, when the function's instances serve one
+	// call at a time (concurrency 1, a sync Python handler); 0 turns
+	// pipelining off. A call waiting there has not started: if the
+	// instance dies it goes to another one.
+	PipelineDepth int `yaml:"pipeline_depth" json:"pipeline_depth"`
+	// PipelineMaxWait bounds the wait of a call queued inside an instance:
+	// it may queue only while the calls ahead of it, times the function's
+	// average call time, take at most this long. Functions whose calls
+	// take longer than this are never pipelined.
+	PipelineMaxWait function.Duration `yaml:"pipeline_max_wait" json:"pipeline_max_wait"`
 }
 
 // Process configures the process execution mode (internal/sandbox/process).
@@ -290,6 +301,8 @@ func Default() Config {
 			WarmInstanceTTL:        function.Duration(10 * time.Minute),
 			MaxQueue:               100,
 			QueueTimeout:           function.Duration(10 * time.Second),
+			PipelineDepth:          32,
+			PipelineMaxWait:        function.Duration(2 * time.Millisecond),
 		},
 		Process: Process{
 			IsolationLevel: IsolationStrict,

@@ -92,6 +92,14 @@ func (e *Execution) validate() error {
 		return bad("execution.max_queue", "use a number of waiting calls between 0 (no queue) and 1000000",
 			"%d is out of range", e.MaxQueue)
 	}
+	if e.PipelineDepth < 0 || e.PipelineDepth > 64 {
+		return bad("execution.pipeline_depth", "use a number of calls between 0 (no pipelining) and 64",
+			"%d is out of range", e.PipelineDepth)
+	}
+	if e.PipelineMaxWait.D() < 0 || e.PipelineMaxWait.D() > time.Second {
+		return bad("execution.pipeline_max_wait", "use a duration between 0 and 1s, such as 2ms",
+			"%s is out of range", e.PipelineMaxWait)
+	}
 	return positiveDuration("execution.queue_timeout", e.QueueTimeout, time.Hour)
 }
 

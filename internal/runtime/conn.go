@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/wisp-faas/wisp/internal/errdefs"
 	"github.com/wisp-faas/wisp/internal/sandbox"
+	"golang.org/x/sys/unix"
 )
 
 // ConnOptions configure the worker side of a channel. The zero value uses
@@ -43,6 +45,14 @@ type ConnOptions struct {
 // until its own arrives, then gives rsem up to the next waiter. With one
 // call in flight, the common case, the caller reads its own response and no
 // goroutine hand-off sits on the call path. Writers take turns on wsem.
+//
+// A serial host (Ready.Serial) serves calls one at a time in the order
+// sent, so the Conn knows which call runs: the oldest unanswered one, the
+// head of fifo. A call behind it has not started. When such a call's ctx
+// ends it is abandoned, not killed (the instance goes on with the head);
+// the host skips it if its deadline passed by its turn, and if it runs
+// past its deadline anyway the Conn kills the instance (SetKill). When the
+// channel breaks, every call but the head fails with ErrNotStarted.
 type Conn struct {
 	w    io.WriteCloser
 	r    io.ReadCloser
@@ -71,9 +81,13 @@ type Conn struct {
 
 	done chan struct{} // closed (under mu) when the channel breaks
 
-	mu          sync.Mutex // guards pending, err, readyClosed
+	serial atomic.Bool // the host is serial (set from the ready frame)
+
+	mu          sync.Mutex // guards pending, fifo, kill, err, readyClosed and the calls' serial fields
 	pending     map[uint64]*call
-	err         error // why the channel broke; set once, never cleared
+	fifo        []*call // serial hosts: calls sent and not yet answered, oldest (running) first
+	kill        func()  // stops the host when an abandoned call overruns (SetKill)
+	err         error   // why the channel broke; set once, never cleared
 	readyClosed bool
 
 	closeOnce sync.Once
@@ -84,6 +98,14 @@ type Conn struct {
 // result, so a reader never blocks on a caller that has given up.
 type call struct {
 	ch chan result
+
+	// Serial channels only, guarded by Conn.mu.
+	id        uint64
+	sent      time.Time // when its frame was written; zero until then
+	headAt    time.Time // when it became the oldest call in flight
+	deadline  time.Time // zero: none
+	abandoned bool      // its caller gave up while it waited its turn
+	reap      *time.Timer
 }
 
 type result struct {
@@ -92,6 +114,13 @@ type result struct {
 }
 
 var callPool = sync.Pool{New: func() any { return &call{ch: make(chan result, 1)} }}
+
+// getCall takes a call from the pool, reset.
+func getCall(id uint64) *call {
+	cl := callPool.Get().(*call)
+	cl.id, cl.sent, cl.headAt, cl.deadline, cl.abandoned, cl.reap = id, time.Time{}, time.Time{}, time.Time{}, false, nil
+	return cl
+}
 
 // NewConn returns a Conn that writes requests to w (the host's fd 3) and
 // reads responses from r (its fd 4). The Conn owns both; Close closes them.
@@ -146,6 +175,12 @@ type crashError struct {
 
 func (e *crashError) Error() string   { return e.msg }
 func (e *crashError) Unwrap() []error { return []error{errdefs.ErrCrashed, e.cause} }
+
+// notStarted marks err, the reason a serial channel broke, for a call that
+// was still waiting its turn.
+func notStarted(id uint64, err error) error {
+	return fmt.Errorf("call %d waited behind another call and did not start: %w: %w", id, sandbox.ErrNotStarted, err)
+}
 
 func crashed(cause error, format string, args ...any) error {
 	return &crashError{msg: fmt.Sprintf(format, args...), cause: cause}
@@ -229,7 +264,7 @@ func (c *Conn) RoundTrip(ctx context.Context, req *sandbox.Request) (*sandbox.Re
 		return nil, fmt.Errorf("call %d: request body of %d bytes exceeds the limit of %d bytes: %w",
 			id, len(req.Body), c.opts.MaxBody, errdefs.ErrTooLarge)
 	}
-	cl := callPool.Get().(*call)
+	cl := getCall(id)
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -240,7 +275,7 @@ func (c *Conn) RoundTrip(ctx context.Context, req *sandbox.Request) (*sandbox.Re
 	c.pending[id] = cl
 	c.mu.Unlock()
 
-	if err := c.send(ctx, id, req); err != nil {
+	if err := c.send(ctx, cl, req); err != nil {
 		if c.forget(id) {
 			callPool.Put(cl)
 		}
@@ -278,11 +313,107 @@ func (c *Conn) RoundTrip(ctx context.Context, req *sandbox.Request) (*sandbox.Re
 // abandon gives up on call id after its context ended. A response that
 // arrives later is dropped by whoever reads it. cl goes back to the pool
 // only if no reader can reach it any more.
+//
+// On a serial channel a call waiting behind the running one stays in fifo,
+// marked abandoned, and its error wraps ErrNotStarted: the instance stays
+// usable.
 func (c *Conn) abandon(ctx context.Context, id uint64, cl *call) error {
+	if c.serial.Load() {
+		c.mu.Lock()
+		_, pending := c.pending[id]
+		queued := pending && !cl.sent.IsZero() && len(c.fifo) > 0 && c.fifo[0] != cl
+		if queued {
+			cl.abandoned = true
+		} else {
+			delete(c.pending, id)
+		}
+		c.mu.Unlock()
+		if queued {
+			return fmt.Errorf("call %d: %w while it waited behind another call: %w", id, sandbox.ErrNotStarted, c.timeoutErr(ctx, id))
+		}
+		// cl may still be in fifo: it does not go back to the pool.
+		return c.timeoutErr(ctx, id)
+	}
 	if c.forget(id) {
 		callPool.Put(cl)
 	}
 	return c.timeoutErr(ctx, id)
+}
+
+// SetKill sets what stops the host when a call abandoned on a serial
+// channel runs past its deadline (the backend's kill). Without it the
+// channel is closed instead.
+func (c *Conn) SetKill(kill func()) {
+	c.mu.Lock()
+	c.kill = kill
+	c.mu.Unlock()
+}
+
+// Serial reports whether the host serves calls one at a time in order
+// (Ready.Serial); it is known once WaitReady returned.
+func (c *Conn) Serial() bool { return c.serial.Load() }
+
+// reapGrace is how long an abandoned call that became the running one may
+// go unanswered after its deadline before the instance is killed: the host
+// answers a skipped call at once.
+const reapGrace = 500 * time.Millisecond
+
+// popLocked takes the call with id out of fifo and returns how long it
+// waited there behind others and how long it ran. When the head goes, the
+// next call starts running; if its caller has given up, a timer watches
+// that it ends by its deadline.
+func (c *Conn) popLocked(id uint64, now time.Time) (queued, ran time.Duration) {
+	i := slices.IndexFunc(c.fifo, func(cl *call) bool { return cl.id == id })
+	if i < 0 {
+		return 0, 0
+	}
+	cl := c.fifo[i]
+	c.fifo = slices.Delete(c.fifo, i, i+1)
+	if cl.reap != nil {
+		cl.reap.Stop()
+	}
+	if !cl.headAt.IsZero() {
+		queued, ran = cl.headAt.Sub(cl.sent), now.Sub(cl.headAt)
+	}
+	if i == 0 && len(c.fifo) > 0 {
+		h := c.fifo[0]
+		h.headAt = now
+		if h.abandoned && !h.deadline.IsZero() {
+			h.reap = time.AfterFunc(max(h.deadline.Sub(now), 0), func() { c.reap(h) })
+		}
+	}
+	return queued, ran
+}
+
+// reap runs at the deadline of an abandoned call that became the running
+// one: it reads what the host answered (a skipped call's response is
+// there at once) and kills the host if the call is still running after
+// reapGrace.
+func (c *Conn) reap(h *call) {
+	running := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.fifo) > 0 && c.fifo[0] == h && c.err == nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), reapGrace)
+	defer cancel()
+	select {
+	case c.rsem <- struct{}{}:
+		for running() && c.readOne(ctx) == nil {
+		}
+		<-c.rsem
+	case <-ctx.Done():
+	}
+	if !running() {
+		return
+	}
+	c.mu.Lock()
+	kill := c.kill
+	c.mu.Unlock()
+	if kill != nil {
+		kill()
+	}
+	_ = c.Close()
 }
 
 func (c *Conn) timeoutErr(ctx context.Context, id uint64) error {
@@ -312,7 +443,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 // send writes one request frame. Frames never interleave; a write cut short
 // (by ctx or a dead host) leaves the stream mid-frame, so it breaks the
 // channel.
-func (c *Conn) send(ctx context.Context, id uint64, req *sandbox.Request) error {
+func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
+	id := cl.id
 	select {
 	case c.wsem <- struct{}{}:
 	case <-ctx.Done():
@@ -329,8 +461,14 @@ func (c *Conn) send(ctx context.Context, id uint64, req *sandbox.Request) error 
 		Query:        req.RawQuery,
 		Headers:      req.Header,
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		hdr.TimeoutMS = max(time.Until(dl).Milliseconds(), 1)
+	dl, hasDL := ctx.Deadline()
+	serial := c.serial.Load()
+	if hasDL {
+		left := time.Until(dl)
+		hdr.TimeoutMS = max(left.Milliseconds(), 1)
+		if now := monotonicNow(); serial && now > 0 {
+			hdr.Deadline = now + int64(left)
+		}
 	}
 	// Reserve the prefix, encode the header after it, then fill it in.
 	var zero [prefixLen]byte
@@ -358,6 +496,19 @@ func (c *Conn) send(ctx context.Context, id uint64, req *sandbox.Request) error 
 			_ = d.SetWriteDeadline(aLongTimeAgo)
 			close(fired)
 		})
+	}
+	if serial {
+		now := time.Now()
+		c.mu.Lock()
+		cl.sent = now
+		if hasDL {
+			cl.deadline = dl
+		}
+		if len(c.fifo) == 0 {
+			cl.headAt = now
+		}
+		c.fifo = append(c.fifo, cl)
+		c.mu.Unlock()
 	}
 	_, err := c.w.Write(frame)
 	if err == nil && big {
@@ -405,6 +556,17 @@ func (c *Conn) fail(err error) {
 	err = c.err
 	pending := c.pending
 	c.pending = make(map[uint64]*call)
+	var head *call
+	if len(c.fifo) > 0 {
+		head = c.fifo[0]
+	}
+	for _, cl := range c.fifo {
+		if cl.reap != nil {
+			cl.reap.Stop()
+		}
+	}
+	c.fifo = nil
+	serial := c.serial.Load()
 	if !c.readyClosed {
 		c.ready, c.readyErr, c.readyClosed = Ready{}, err, true
 		close(c.readyCh)
@@ -415,8 +577,12 @@ func (c *Conn) fail(err error) {
 		close(c.done)
 	}
 	c.mu.Unlock()
-	for _, cl := range pending {
-		cl.ch <- result{err: err}
+	for id, cl := range pending {
+		if serial && cl != head {
+			cl.ch <- result{err: notStarted(id, err)}
+		} else {
+			cl.ch <- result{err: err}
+		}
 	}
 }
 
@@ -525,6 +691,7 @@ func (c *Conn) handleReady(hdr []byte) (Ready, error) {
 		}
 		return Ready{}, &LoadError{Message: r.Error, Logs: r.Logs}
 	}
+	c.serial.Store(r.Serial)
 	return r, nil
 }
 
@@ -540,12 +707,21 @@ func (c *Conn) deliver(hdr, body []byte, readErr error) error {
 	if err != nil {
 		return crashed(err, "runtime host sent a response with unknown id %q", h.ID)
 	}
+	var queued, ran time.Duration
 	c.mu.Lock()
 	cl, ok := c.pending[id]
 	delete(c.pending, id)
+	if c.serial.Load() {
+		queued, ran = c.popLocked(id, time.Now())
+	}
 	c.mu.Unlock()
-	if !ok {
+	if !ok || cl.abandoned {
 		return nil // its caller gave up (timeout)
+	}
+	if h.Skipped {
+		cl.ch <- result{err: fmt.Errorf("call %d: %w: its deadline passed while it waited behind another call: %w",
+			id, sandbox.ErrNotStarted, errdefs.ErrTimeout)}
+		return nil
 	}
 	if readErr != nil {
 		cl.ch <- result{err: fmt.Errorf("call %d: response %w", id, readErr)}
@@ -556,6 +732,11 @@ func (c *Conn) deliver(hdr, body []byte, readErr error) error {
 		Header: canonicalHeader(h.Headers),
 		Body:   body,
 		Error:  h.Error,
+		Queued: queued,
+		Ran:    ran,
+	}
+	if h.RunUS > 0 {
+		resp.Ran = time.Duration(h.RunUS) * time.Microsecond
 	}
 	if h.Logs != "" {
 		resp.Logs = TruncateLogs([]byte(h.Logs), c.opts.LogLimit+128)
@@ -596,3 +777,24 @@ func (c *Conn) Close() error {
 	})
 	return c.closeErr
 }
+
+// monotonicNow reads CLOCK_MONOTONIC in nanoseconds: the clock a host
+// compares a request's Deadline with (Python's time.monotonic_ns). It is
+// the clock of Go's monotonic readings too, so one ClockGettime system call
+// at start-up gives the offset, and every later reading is time.Since's
+// (vDSO) rather than a system call per call; 0 when the clock is not there.
+func monotonicNow() int64 {
+	if monoBase == 0 {
+		return 0
+	}
+	return monoBase + int64(time.Since(monoAt))
+}
+
+var monoBase, monoAt = func() (int64, time.Time) {
+	var ts unix.Timespec
+	at := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, at
+	}
+	return ts.Nano(), at
+}()

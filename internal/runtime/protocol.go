@@ -62,6 +62,12 @@ type RequestHeader struct {
 	// python and node hosts cannot stop a running handler and leave that to
 	// the worker, which kills the instance.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+	// Deadline is when the call's time runs out, in CLOCK_MONOTONIC
+	// nanoseconds (the same clock in every sandbox on the node); 0 means
+	// none. A serial host (Ready.Serial) skips a call whose deadline passed
+	// before it could start, answering a Skipped response, and sets the
+	// handler's timeout_ms from it when the call starts.
+	Deadline int64 `json:"deadline,omitempty"`
 }
 
 // Ready is the first frame a host sends (host → worker, empty body), once
@@ -79,6 +85,12 @@ type Ready struct {
 	Error string `json:"error,omitempty"`
 	// Logs holds the traceback of a failed load.
 	Logs string `json:"logs,omitempty"`
+	// Serial says the host serves calls one at a time, in the order they
+	// arrive, and skips those whose Deadline passed while they waited. The
+	// worker may then queue calls in the channel behind a running one
+	// (pipelining): a call behind the running one has not started, so when
+	// the instance dies it can be sent to another.
+	Serial bool `json:"serial,omitempty"`
 }
 
 // ResponseHeader is the JSON header of a response frame (host → worker).
@@ -94,6 +106,13 @@ type ResponseHeader struct {
 	// then the traceback if it raised, truncated by the host to its log
 	// limit with a "...[truncated N bytes]" marker.
 	Logs string `json:"logs,omitempty"`
+	// RunUS is how long the handler ran, with the conversion of its
+	// result, in microseconds, as the host measured it; 0 when it does
+	// not say.
+	RunUS int64 `json:"run_us,omitempty"`
+	// Skipped says a serial host did not start the call: its deadline had
+	// passed when its turn came. Status is then 504.
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 // WriteFrame writes one frame. A header of type []byte or json.RawMessage

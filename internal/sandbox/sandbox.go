@@ -58,6 +58,13 @@ type Instance interface {
 	Invoke(ctx context.Context, req *Request) (*Response, error)
 	// Done is closed when the instance has died or been closed.
 	Done() <-chan struct{}
+	// Serial says the instance serves calls one at a time in the order
+	// they were sent, so that calls may queue inside it behind a running
+	// one (pipelining). Invoke of a queued call whose ctx ends before its
+	// turn, or whose instance dies before its turn, returns an
+	// ErrNotStarted error and leaves the instance usable (or dead, for the
+	// latter) without killing the running call.
+	Serial() bool
 	// Usage reads the instance's resource use from its cgroup.
 	Usage() Usage
 	// Close stops the instance and removes everything it created. It is
@@ -87,7 +94,21 @@ type Response struct {
 	// Logs is what the handler wrote to stdout and stderr during this call
 	// (and its traceback), truncated to the runtime's log limit.
 	Logs []byte
+	// Queued is how long the call waited inside a serial instance behind
+	// calls sent before it (pipelining); 0 when it started at once.
+	Queued time.Duration
+	// Ran is how long the handler ran, as the runtime host measured it;
+	// else, on a serial instance, from the call's turn to its response
+	// being read; else 0.
+	Ran time.Duration
 }
+
+// ErrNotStarted marks a call to a serial instance that never started: its
+// ctx ended, or the instance died, while it waited behind another call. It
+// is wrapped together with errdefs.ErrTimeout (the caller gave up: answer
+// 504, the instance is fine) or with the instance's errdefs.ErrCrashed
+// error (send the call to another instance).
+var ErrNotStarted = errors.New("call did not start")
 
 // Usage is an instance's resource use since it started.
 type Usage struct {
@@ -126,8 +147,11 @@ type StageReporter interface {
 // stopped the instance (its handler may still be running); a broken
 // channel is the errdefs.ErrCrashed error crash makes of it, which says
 // why the instance died.
+//
+// A call that never started (ErrNotStarted) neither kills nor is explained.
 func CallError(ctx context.Context, id string, err error, kill func(), crash func(error) error) error {
 	switch {
+	case errors.Is(err, ErrNotStarted):
 	case errors.Is(err, errdefs.ErrTimeout) || ctx.Err() != nil:
 		kill()
 		if !errors.Is(err, errdefs.ErrTimeout) {

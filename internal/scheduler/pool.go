@@ -24,15 +24,21 @@ type instance struct {
 	// or with keep_alive auto the policy's window when it went idle.
 	ttl  time.Duration
 	gone bool // removed from the pool (dead, evicted or closing)
+	// serial says its host serves calls one at a time in order, so calls
+	// may queue inside it (sandbox.Instance.Serial).
+	serial bool
 }
 
 type lease struct {
 	inst *instance
 	cold bool
+	// piped says the call was queued inside a busy serial instance.
+	piped bool
 }
 
 type waiter struct {
-	ch chan lease // buffered 1; receives the lease when dispatched
+	ch   chan lease // buffered 1; receives the lease when dispatched
+	pipe bool       // the call may be queued inside a busy instance
 	// err is set (under pool.mu) instead of a lease when the pool cannot
 	// serve the waiter; ch is then closed.
 	err error
@@ -69,6 +75,10 @@ type pool struct {
 	prewarm    *time.Timer
 	prewarmGen uint64
 	lastStart  time.Duration // the last instance start's duration
+	// execAvg is a moving average of the time calls take inside an
+	// instance (execN samples so far): pipelining is for short calls.
+	execAvg time.Duration
+	execN   int
 }
 
 // newPool returns the pool of t. It is called with s.mu held (poolFor), so it
@@ -107,25 +117,65 @@ func (p *pool) capacity() int {
 	return p.conc
 }
 
+// pipelineMinSamples is how many calls a pool measures before it may
+// pipeline.
+const pipelineMinSamples = 8
+
+// pipeliningLocked says whether calls may queue inside busy instances at
+// all: the node allows it (execution.pipeline_depth), instances serve one
+// call at a time (concurrency 1) and are reused, and the function's calls
+// are known to be short enough that at least one may wait
+// (execution.pipeline_max_wait).
+func (p *pool) pipeliningLocked() bool {
+	return p.s.cfg.PipelineDepth > 0 && p.conc == 1 && !p.singleUse() &&
+		p.execN >= pipelineMinSamples && p.execAvg <= p.s.cfg.PipelineMaxWait
+}
+
+// roomLocked says whether one more call may queue inside i: its host is
+// serial, fewer than execution.pipeline_depth calls wait behind its running
+// one, and those ahead are expected to finish (their count times the
+// function's average call time) within execution.pipeline_max_wait.
+func (p *pool) roomLocked(i *instance) bool {
+	return i.serial && !i.gone && i.busy > 0 && i.busy <= p.s.cfg.PipelineDepth &&
+		time.Duration(i.busy)*p.execAvg <= p.s.cfg.PipelineMaxWait
+}
+
+// observeExecLocked adds one call's time inside its instance to execAvg
+// (an exponential moving average, weight 1/8).
+func (p *pool) observeExecLocked(d time.Duration) {
+	if d < 0 {
+		return
+	}
+	if p.execN == 0 {
+		p.execAvg = d
+	} else {
+		p.execAvg += (d - p.execAvg) / 8
+	}
+	p.execN++
+}
+
 // singleUse says whether every instance serves one call only (keep_alive 0).
 // A keep_alive auto pool reuses instances within its window.
 func (p *pool) singleUse() bool { return p.keepAlive == 0 && p.policy == nil }
 
-func (p *pool) acquire(ctx context.Context) (lease, error) {
+// acquire takes a slot for one call. pipe says it may be queued inside a
+// busy serial instance (its request is small enough to sit in the
+// channel's buffer).
+func (p *pool) acquire(ctx context.Context, pipe bool) (lease, error) {
 	if p.policy == nil {
-		return p.acquireSlot(ctx)
+		return p.acquireSlot(ctx, pipe)
 	}
 	// Every arrival reaches the policy (it measures the idle time since the
 	// function's last call ended); a call refused here ends at once.
 	p.policy.Arrive()
-	l, err := p.acquireSlot(ctx)
+	l, err := p.acquireSlot(ctx, pipe)
 	if err != nil {
 		p.policy.Finish()
 	}
 	return l, err
 }
 
-func (p *pool) acquireSlot(ctx context.Context) (lease, error) {
+func (p *pool) acquireSlot(ctx context.Context, pipe bool) (lease, error) {
 	p.mu.Lock()
 	p.cancelPrewarmLocked()
 	if p.down {
@@ -133,9 +183,9 @@ func (p *pool) acquireSlot(ctx context.Context) (lease, error) {
 		return lease{}, ErrClosed
 	}
 	if len(p.waiters) == 0 {
-		if i := p.takeLocked(); i != nil {
+		if i, piped := p.pickLocked(pipe); i != nil {
 			p.mu.Unlock()
-			return lease{inst: i}, nil
+			return lease{inst: i, piped: piped}, nil
 		}
 	}
 	// Calls beyond those that starting or startable instances will absorb
@@ -153,7 +203,7 @@ func (p *pool) acquireSlot(ctx context.Context) (lease, error) {
 			p.target.Name, n, q, errdefs.ErrLimit),
 			"retry later, or raise max_instances in the function spec or execution.max_queue in the server config")
 	}
-	w := &waiter{ch: make(chan lease, 1)}
+	w := &waiter{ch: make(chan lease, 1), pipe: pipe}
 	p.waiters = append(p.waiters, w)
 	p.maybeStartLocked()
 	p.mu.Unlock()
@@ -207,16 +257,44 @@ func (p *pool) takeLocked() *instance {
 	return i
 }
 
+// pickLocked takes a slot for one call: on an instance with spare
+// capacity; else, when pipe allows and the pool pipelines, queued inside
+// the busiest serial instance that has room (piped). Packing calls into
+// few instances keeps their hosts from sleeping between calls, which is
+// where a short call's cost goes; an instance fills only up to what
+// pipeline_max_wait allows, and then calls wait for a free one or start
+// another.
+func (p *pool) pickLocked(pipe bool) (*instance, bool) {
+	if i := p.takeLocked(); i != nil {
+		return i, false
+	}
+	if !pipe || !p.pipeliningLocked() {
+		return nil, false
+	}
+	var best *instance
+	for i := range p.all {
+		if p.roomLocked(i) && (best == nil || i.busy > best.busy) {
+			best = i
+		}
+	}
+	if best == nil {
+		return nil, false
+	}
+	best.busy++
+	best.calls++
+	return best, true
+}
+
 // dispatchLocked hands free instance slots to waiters, oldest first.
 func (p *pool) dispatchLocked(cold bool) {
 	for len(p.waiters) > 0 {
-		i := p.takeLocked()
+		i, piped := p.pickLocked(p.waiters[0].pipe)
 		if i == nil {
 			return
 		}
 		w := p.waiters[0]
 		p.waiters = slices.Delete(p.waiters, 0, 1)
-		w.ch <- lease{inst: i, cold: cold && i.calls == i.busy}
+		w.ch <- lease{inst: i, cold: cold && i.calls == i.busy, piped: piped}
 	}
 }
 
@@ -282,7 +360,7 @@ func (p *pool) start(ttl time.Duration) {
 	if ttl <= 0 {
 		ttl = p.idleTTLLocked()
 	}
-	i := &instance{inst: inst, startDur: d, lastUsed: time.Now(), ttl: ttl}
+	i := &instance{inst: inst, startDur: d, lastUsed: time.Now(), ttl: ttl, serial: inst.Serial()}
 	p.all[i] = struct{}{}
 	p.avail = append(p.avail, i)
 	p.dispatchLocked(true)
@@ -365,13 +443,25 @@ func (p *pool) closeInstance(i *instance, reason string) {
 }
 
 // release returns a lease after a call. callErr is the Invoke error: any
-// sandbox failure (crash, timeout) takes the instance out of service.
-func (p *pool) release(l lease, callErr error) {
+// sandbox failure (crash, timeout) takes the instance out of service, except
+// a call that gave up while it waited inside a serial instance (the
+// instance goes on). exec is the call's time inside the instance (negative
+// when it never ran there).
+func (p *pool) release(l lease, callErr error, exec time.Duration) {
 	var d keepalive.Decision
 	fnIdle := false
 	if p.policy != nil {
 		d, fnIdle = p.policy.Finish()
 	}
+	if errors.Is(callErr, sandbox.ErrNotStarted) {
+		if errors.Is(callErr, errdefs.ErrTimeout) {
+			callErr = nil
+		}
+		exec = -1
+	}
+	p.mu.Lock()
+	p.observeExecLocked(exec)
+	p.mu.Unlock()
 	p.releaseSlot(l, callErr, d, fnIdle)
 }
 
@@ -436,11 +526,14 @@ func (p *pool) releaseSlot(l lease, callErr error, d keepalive.Decision, fnIdle 
 			i.ttl = d.Window()
 		}
 	}
-	// Move to the most-recently-used end of avail.
+	// Move to the most-recently-used end of avail (unless calls queued
+	// inside it still fill it).
 	if j := slices.Index(p.avail, i); j >= 0 {
 		p.avail = slices.Delete(p.avail, j, j+1)
 	}
-	p.avail = append(p.avail, i)
+	if i.busy < p.capacity() {
+		p.avail = append(p.avail, i)
+	}
 	p.dispatchLocked(false)
 	p.notifyLocked()
 	p.mu.Unlock()

@@ -34,6 +34,14 @@ type Config struct {
 	// EvictInterval is how often idle instances are checked against their
 	// keep_alive. Default 1s.
 	EvictInterval time.Duration
+	// PipelineDepth is how many calls may queue inside one busy instance
+	// whose host serves calls one at a time (execution.pipeline_depth);
+	// 0 turns pipelining off.
+	PipelineDepth int
+	// PipelineMaxWait bounds how long a call may be expected to wait inside
+	// an instance: the calls ahead of it times the function's average call
+	// time (execution.pipeline_max_wait).
+	PipelineMaxWait time.Duration
 }
 
 // Target is one deployed version of a function: what to run.
@@ -80,6 +88,11 @@ type Observer struct {
 	// InstancesChanged reports the count of instances per state for one
 	// function after a change ("starting", "idle", "busy").
 	InstancesChanged func(function string, starting, idle, busy int)
+	// Pipelined reports a call queued inside a busy instance; Redispatched
+	// one sent to another instance after the one it was queued in died
+	// before its turn.
+	Pipelined    func(function string)
+	Redispatched func(function string)
 }
 
 // Scheduler routes calls to per-function pools.
@@ -162,31 +175,68 @@ func (s *Scheduler) Invoke(ctx context.Context, t *Target, req *sandbox.Request)
 		}
 		defer func() { <-s.global }()
 	}
-	l, err := p.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Cold: l.cold, InstanceID: l.inst.inst.ID()}
-	res.Timings.Queue = time.Since(arrived)
-	if l.cold {
-		res.Timings.Start = l.inst.startDur
-		if r, ok := l.inst.inst.(sandbox.StageReporter); ok {
-			st := r.StartStages()
-			res.Timings.Stages = &st
+	// A call queued inside an instance that died before its turn never
+	// started: it goes to another instance.
+	for attempt := 1; ; attempt++ {
+		l, err := p.acquire(ctx, req == nil || len(req.Body) <= pipeMaxBody)
+		if err != nil {
+			return nil, err
 		}
-	}
-	execStart := time.Now()
-	resp, err := l.inst.inst.Invoke(ctx, req)
-	res.Timings.Exec = time.Since(execStart)
-	res.Response = resp
-	p.release(l, err)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			err = timeoutError(t, err)
+		if f := s.obs.Pipelined; l.piped && f != nil {
+			f(t.Name)
 		}
-		return res, fmt.Errorf("invoke %s: %w", t.Name, err)
+		res := &Result{Cold: l.cold, InstanceID: l.inst.inst.ID()}
+		res.Timings.Queue = time.Since(arrived)
+		if l.cold {
+			res.Timings.Start = l.inst.startDur
+			if r, ok := l.inst.inst.(sandbox.StageReporter); ok {
+				st := r.StartStages()
+				res.Timings.Stages = &st
+			}
+		}
+		execStart := time.Now()
+		resp, err := l.inst.inst.Invoke(ctx, req)
+		res.Timings.Exec = time.Since(execStart)
+		if resp != nil && resp.Queued > 0 {
+			res.Timings.Queue += resp.Queued
+			res.Timings.Exec -= resp.Queued
+		}
+		res.Response = resp
+		ran := res.Timings.Exec
+		if resp != nil && resp.Ran > 0 {
+			ran = resp.Ran // without the wake-up of this goroutine
+		}
+		p.release(l, err, ran)
+		if err != nil && errors.Is(err, sandbox.ErrNotStarted) && !errors.Is(err, errdefs.ErrTimeout) &&
+			ctx.Err() == nil && attempt < maxAttempts {
+			s.log.Debug("call queued in an instance that died goes to another", "function", t.Name, "err", err)
+			if f := s.obs.Redispatched; f != nil {
+				f(t.Name)
+			}
+			continue
+		}
+		if err != nil {
+			return res, s.callError(t, err)
+		}
+		return res, nil
 	}
-	return res, nil
+}
+
+// pipeMaxBody is the largest request body of a call that may queue inside
+// a busy instance: it must fit in the channel's pipe buffer, so that
+// writing it never blocks behind the running call.
+const pipeMaxBody = 16 << 10
+
+// maxAttempts bounds how often one call is sent to another instance after
+// the one it was queued in died before its turn.
+const maxAttempts = 3
+
+// callError wraps the error of a call that reached an instance.
+func (s *Scheduler) callError(t *Target, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		err = timeoutError(t, err)
+	}
+	return fmt.Errorf("invoke %s: %w", t.Name, err)
 }
 
 func timeoutError(t *Target, err error) error {

@@ -26,6 +26,7 @@ type fakeBackend struct {
 	startDelay time.Duration
 	startErr   error
 	invoke     func(ctx context.Context, req *sandbox.Request) (*sandbox.Response, error)
+	serial     bool // instances say they are serial (may pipeline)
 
 	mu       sync.Mutex
 	starts   int
@@ -81,6 +82,7 @@ type fakeInstance struct {
 func (i *fakeInstance) ID() string            { return i.id }
 func (i *fakeInstance) Done() <-chan struct{} { return i.done }
 func (i *fakeInstance) Usage() sandbox.Usage  { return sandbox.Usage{} }
+func (i *fakeInstance) Serial() bool          { return i.b.serial }
 func (i *fakeInstance) die()                  { i.once.Do(func() { close(i.done) }) }
 func (i *fakeInstance) Invoke(ctx context.Context, req *sandbox.Request) (*sandbox.Response, error) {
 	if i.b.invoke != nil {

@@ -218,10 +218,14 @@ func Run(ctx context.Context, o Options) error {
 		ColdStartTimeout: cfg.Execution.ColdStartTimeout.D(),
 		MaxQueue:         cfg.Execution.MaxQueue,
 		QueueTimeout:     cfg.Execution.QueueTimeout.D(),
+		PipelineDepth:    cfg.Execution.PipelineDepth,
+		PipelineMaxWait:  cfg.Execution.PipelineMaxWait.D(),
 	}, backends, log, scheduler.Observer{
 		InstanceStarted:  metrics.InstanceStarted,
 		InstanceStopped:  metrics.InstanceStopped,
 		InstancesChanged: metrics.InstancesChanged,
+		Pipelined:        metrics.Pipelined,
+		Redispatched:     metrics.Redispatched,
 	})
 
 	var authn *auth.Authenticator

@@ -55,6 +55,8 @@ type Metrics struct {
 	instanceStart *prometheus.CounterVec
 	instances     *prometheus.GaugeVec
 	stopped       *prometheus.CounterVec
+	pipelined     *prometheus.CounterVec
+	redispatched  *prometheus.CounterVec
 	asyncIn       *prometheus.CounterVec
 	asyncDone     *prometheus.CounterVec
 
@@ -119,6 +121,14 @@ func NewMetrics() *Metrics {
 		Name: "wisp_instance_stops_total",
 		Help: "Instance stops by function and reason (keep_alive, keep_alive 0, failed, died, retired, shutdown).",
 	}, []string{"function", "reason"})
+	m.pipelined = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_pipelined_calls_total",
+		Help: "Calls queued inside a busy instance behind its running call (execution.pipeline_depth), by function.",
+	}, []string{"function"})
+	m.redispatched = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wisp_redispatched_calls_total",
+		Help: "Calls sent to another instance because the one they were queued in died before their turn, by function.",
+	}, []string{"function"})
 	m.instances = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "wisp_instances",
 		Help: "Instances by function and state (starting, idle, busy).",
@@ -144,7 +154,7 @@ func NewMetrics() *Metrics {
 		Name: "gateway_service_count",
 		Help: "OpenFaaS-compatible: ready instances by function_name.",
 	}, []string{"function_name"})
-	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.coldStages, m.cacheLookups, m.nodeEnergy, m.fnEnergy, m.overhead, m.spue, m.instanceStart, m.stopped, m.instances,
+	m.reg.MustRegister(m.invocations, m.duration, m.coldStart, m.coldStages, m.cacheLookups, m.nodeEnergy, m.fnEnergy, m.overhead, m.spue, m.instanceStart, m.stopped, m.pipelined, m.redispatched, m.instances,
 		m.asyncIn, m.asyncDone, m.ofInvocations, m.ofSeconds, m.ofReplicas,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -250,6 +260,13 @@ func (m *Metrics) InstanceStarted(function, mode string, d time.Duration, err er
 func (m *Metrics) InstanceStopped(function, reason string) {
 	m.stopped.WithLabelValues(function, reason).Inc()
 }
+
+// Pipelined counts a call queued inside a busy instance.
+func (m *Metrics) Pipelined(function string) { m.pipelined.WithLabelValues(function).Inc() }
+
+// Redispatched counts a call sent to another instance after the one it was
+// queued in died before its turn.
+func (m *Metrics) Redispatched(function string) { m.redispatched.WithLabelValues(function).Inc() }
 
 // InstancesChanged sets the per-state instance gauges of a function.
 func (m *Metrics) InstancesChanged(function string, starting, idle, busy int) {

@@ -53,6 +53,7 @@ func (b *Backend) newInstance(ctx context.Context, id string, spec *function.Spe
 		closing: make(chan struct{}),
 	}
 	c.id = id
+	inst.conn.SetKill(inst.kill)
 	go inst.watch()
 	ready, err := inst.conn.WaitReady(ctx)
 	if err != nil {
@@ -99,6 +100,9 @@ func (i *instance) StartStages() sandbox.StartStages {
 }
 
 func (i *instance) Done() <-chan struct{} { return i.done }
+
+// Serial says the runtime host serves calls one at a time, in order.
+func (i *instance) Serial() bool { return i.conn.Serial() }
 
 // Invoke sends one call over the channel. A call whose ctx ends kills the
 // container at once and returns an errdefs.ErrTimeout error; a container

@@ -450,6 +450,7 @@ func (b *Backend) newInstance(ctx context.Context, id string, spec *function.Spe
 		done:    make(chan struct{}),
 		closing: make(chan struct{}),
 	}
+	inst.conn.SetKill(func() { _ = inst.sb.Kill() })
 	go inst.watch()
 	ready, err := inst.conn.WaitReady(ctx)
 	if err != nil {
@@ -520,6 +521,9 @@ func (i *instance) ID() string { return i.id }
 func (i *instance) StartStages() sandbox.StartStages { return i.stages }
 
 func (i *instance) Done() <-chan struct{} { return i.done }
+
+// Serial says the runtime host serves calls one at a time, in order.
+func (i *instance) Serial() bool { return i.conn.Serial() }
 
 // Invoke sends one call over the channel. A call whose ctx ends kills the
 // sandbox at once (the handler may still be running, and the instance is

@@ -28,6 +28,7 @@ import threading
 import time
 
 _T0 = time.perf_counter()
+_perf = time.perf_counter
 _PREFIX = struct.Struct(">II")
 _HOST_FILE = os.path.abspath(__file__)
 
@@ -355,7 +356,7 @@ class _Host:
         self.channel = channel
         self.handle = handle
 
-    def _respond(self, h, logs, result=None, exc=None):
+    def _respond(self, h, logs, result=None, exc=None, t0=None):
         tail = ""
         error = None
         if exc is None:
@@ -370,6 +371,8 @@ class _Host:
             status, headers, body, error = 500, {}, b"", _exc_message(exc)
             tail = _format_exc(exc)
         header = {"id": h.get("id", ""), "status": status, "headers": headers}
+        if t0 is not None:
+            header["run_us"] = int((_perf() - t0) * 1e6)
         if error is not None:
             header["error"] = error
         text = logs.finish(tail)
@@ -381,16 +384,17 @@ class _Host:
         """Runs one sync call in this thread and sends its response."""
         logs = _Logs(_LOG_LIMIT)
         token = _call_logs.set(logs)
+        t0 = _perf()
         try:
             try:
                 result = self.handle(Request(h, body))
             except BaseException as e:  # SystemExit too: a call never kills the host
-                self._respond(h, logs, exc=e)
+                self._respond(h, logs, exc=e, t0=t0)
                 return
             if hasattr(result, "__await__"):
-                self._respond(h, logs, exc=TypeError("handle returned an awaitable; declare it async def handle(req)"))
+                self._respond(h, logs, exc=TypeError("handle returned an awaitable; declare it async def handle(req)"), t0=t0)
                 return
-            self._respond(h, logs, result)
+            self._respond(h, logs, result, t0=t0)
         finally:
             _call_logs.reset(token)
 
@@ -526,7 +530,12 @@ def run(channel, code_dir, handler_file, t_load):
 
     host = _Host(channel, handle)
     is_async = _is_coroutine_function(handle) or _is_coroutine_function(getattr(handle, "__call__", None))
-    channel.send({"ready": True, "init_ms": (time.perf_counter() - t_load) * 1000, "pid": os.getpid()})
+    # serial: calls are served one at a time in the order they arrive, and
+    # one whose deadline passed while it waited is skipped. The worker may
+    # then queue calls here behind a running one (pipelining).
+    serial = not is_async and _CONCURRENCY <= 1
+    channel.send({"ready": True, "init_ms": (time.perf_counter() - t_load) * 1000, "pid": os.getpid(),
+                  "serial": serial})
 
     if is_async:
         import asyncio  # only async handlers pay its ~90 ms import
@@ -542,7 +551,18 @@ def run(channel, code_dir, handler_file, t_load):
             pool.submit(host.serve, h, body)
     else:
         serve = host.serve
+        send = channel.send
+        now = time.monotonic_ns  # CLOCK_MONOTONIC, the worker's clock too
         for h, body in channel.frames():
+            deadline = h.get("deadline")
+            if deadline:
+                left = deadline - now()
+                if left <= 0:
+                    # Its caller gave up while it waited behind another
+                    # call: it never starts.
+                    send({"id": h.get("id", ""), "status": 504, "skipped": True})
+                    continue
+                h["timeout_ms"] = max(left // 1000000, 1)
             serve(h, body)
     # End of input: the worker closed the channel.
     _exit(0)
