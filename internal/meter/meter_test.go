@@ -59,7 +59,7 @@ func (i *fakeInstance) Invoke(context.Context, *sandbox.Request) (*sandbox.Respo
 	return &sandbox.Response{Status: 200}, nil
 }
 func (i *fakeInstance) Done() <-chan struct{} { return nil }
-func (i *fakeInstance) Serial() bool { return false }
+func (i *fakeInstance) Serial() bool          { return false }
 
 func (i *fakeInstance) Usage() sandbox.Usage {
 	i.b.mu.Lock()
