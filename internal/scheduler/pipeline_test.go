@@ -98,6 +98,45 @@ func TestPipelining(t *testing.T) {
 	}
 }
 
+// A call queued inside a busy instance starts another one, up to
+// max_instances, so that packing calls does not keep a busy function on
+// fewer CPUs than it would have had; the next call goes to the new, idle
+// instance.
+func TestPipelineScalesOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var block atomic.Bool
+		gate := make(chan struct{})
+		b := &fakeBackend{serial: true}
+		b.invoke = func(ctx context.Context, _ *sandbox.Request) (*sandbox.Response, error) {
+			if block.Load() {
+				<-gate
+			}
+			return &sandbox.Response{Status: 200, Ran: 10 * time.Microsecond}, nil
+		}
+		s := newSched(t, b, Config{PipelineDepth: 32, PipelineMaxWait: 2 * time.Millisecond})
+		tg := target("s", func(s *function.Spec) { s.MaxInstances = 3 })
+		for range pipelineMinSamples {
+			call(t, s, tg)
+		}
+		block.Store(true)
+		var wg sync.WaitGroup
+		for range 12 {
+			wg.Go(func() {
+				if _, err := s.Invoke(context.Background(), tg, &sandbox.Request{}); err != nil {
+					t.Errorf("call: %v", err)
+				}
+			})
+			synctest.Wait()
+		}
+		st := s.Stats()
+		if starts, _, _ := b.counts(); starts != 3 || len(st) != 1 || st[0].Busy != 3 || st[0].Queued != 0 {
+			t.Errorf("%d instances started, stats %+v; want max_instances 3 started, all busy, no call waiting outside", starts, st)
+		}
+		close(gate)
+		wg.Wait()
+	})
+}
+
 // A call queued inside an instance that died before its turn goes to
 // another instance and succeeds there.
 func TestPipelineRedispatch(t *testing.T) {

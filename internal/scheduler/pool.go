@@ -184,6 +184,9 @@ func (p *pool) acquireSlot(ctx context.Context, pipe bool) (lease, error) {
 	}
 	if len(p.waiters) == 0 {
 		if i, piped := p.pickLocked(pipe); i != nil {
+			if piped {
+				p.scaleLocked()
+			}
 			p.mu.Unlock()
 			return lease{inst: i, piped: piped}, nil
 		}
@@ -283,6 +286,21 @@ func (p *pool) pickLocked(pipe bool) (*instance, bool) {
 	best.busy++
 	best.calls++
 	return best, true
+}
+
+// scaleLocked starts one more instance, when none is starting and the pool
+// is below max_instances, after a call had to queue inside a busy one: an
+// instance packed with queued calls uses one CPU, and the pool grows as it
+// would have for a call waiting outside, without the call waiting for it.
+// The new instance, idle, takes the next call.
+func (p *pool) scaleLocked() {
+	if p.down || p.retired || p.starting > 0 || len(p.all) >= p.maxInst {
+		return
+	}
+	p.starting++
+	p.s.bg.Add(1)
+	go p.start(0)
+	p.notifyLocked()
 }
 
 // dispatchLocked hands free instance slots to waiters, oldest first.

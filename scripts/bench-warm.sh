@@ -1,0 +1,93 @@
+#!/bin/sh
+# Warm-path throughput and latency, interleaved in one run so that the
+# ratios hold on a shared, noisy machine: ROUNDS rounds, each of
+#   A. wisp with pipelining (the default),
+#   B. wisp with pipelining off (execution.pipeline_depth: 0),
+#   C. the same Python runtime host served directly (`wisp bench host`: no
+#      sandbox, scheduler, store or gateway), the baseline,
+# each measured with wrk at 1 and 32 connections on the Python hello
+# (scripts/bench/hello: max_instances 4, concurrency 1). Prints one line per
+# run, then the median of each configuration and its ratio to C.
+# Needs root (sandboxes) and wrk. Environment: WISP (the wisp binary;
+# default: go build to bin/wisp), WRK (default: wrk on PATH).
+# Usage: sudo scripts/bench-warm.sh [seconds per wrk run, default 10] [rounds, default 3]
+set -eu
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+DUR="${1:-10}"
+ROUNDS="${2:-3}"
+if [ -z "${WISP:-}" ]; then
+	go build -o bin/wisp ./cmd/wisp
+	WISP=bin/wisp
+fi
+WRK="${WRK:-wrk}"
+DATA="$(mktemp -d)"
+PORT=18080
+DIRECT=18081
+SERVE=""
+cleanup() {
+	[ -n "$SERVE" ] && kill -TERM "$SERVE" 2>/dev/null && wait "$SERVE" 2>/dev/null || true
+	rm -rf "$DATA"
+}
+trap cleanup EXIT INT TERM
+export WISP_URL="http://127.0.0.1:$PORT"
+threads() { t=$1; [ "$t" -gt 4 ] && t=4; [ "$t" -gt "$(nproc)" ] && t=$(nproc); echo "$t"; }
+# measure LABEL URL CONNS [wrk args]: one wrk run, one result line.
+measure() {
+	label=$1 url=$2 c=$3
+	shift 3
+	"$WRK" -t"$(threads "$c")" -c"$c" -d"${DUR}s" --latency "$@" "$url" >"$DATA/wrk.txt"
+	awk -v l="$label" -v c="$c" '
+		/^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /^Requests\/sec/ {rps=$2} /Non-2xx/ {bad=$NF}
+		END {printf "%s c=%s: %s req/s, p50 %s, p99 %s%s\n", l, c, rps, p50, p99, (bad ? ", non-2xx " bad : "")}' "$DATA/wrk.txt" |
+		tee -a "$DATA/results"
+}
+serve() { # serve PIPELINE_DEPTH
+	if [ -n "$SERVE" ]; then kill -TERM "$SERVE"; wait "$SERVE" || true; SERVE=""; fi
+	printf 'log:\n  level: warn\nexecution:\n  pipeline_depth: %s\n' "$1" >"$DATA/wisp.yaml"
+	"$WISP" serve --data "$DATA/data" --listen "127.0.0.1:$PORT" --config "$DATA/wisp.yaml" 2>>"$DATA/serve.log" &
+	SERVE=$!
+	for _ in $(seq 100); do
+		[ -f "$DATA/data/admin.key" ] && WISP_TOKEN="$(cat "$DATA/data/admin.key")" && export WISP_TOKEN &&
+			"$WISP" ls >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	"$WISP" deploy -f scripts/bench/hello/function.yaml >/dev/null
+	# Four instances warm, and the pool has measured its calls.
+	"$WISP" bench hello -n 400 -c 4 -q >/dev/null
+}
+host() {
+	if [ -n "$SERVE" ]; then kill -TERM "$SERVE"; wait "$SERVE" || true; SERVE=""; fi
+	"$WISP" bench host -f scripts/bench/hello/function.yaml --listen "127.0.0.1:$DIRECT" 2>/dev/null &
+	SERVE=$!
+	for _ in $(seq 100); do curl -sf "http://127.0.0.1:$DIRECT/" >/dev/null && break; sleep 0.1; done
+}
+
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), cgroup $(stat -fc %T /sys/fs/cgroup), $(/usr/bin/python3 --version)"
+for r in $(seq "$ROUNDS"); do
+	echo "== round $r of $ROUNDS: wrk ${DUR}s per run"
+	serve 32
+	for c in 1 32; do measure "A pipelined" "$WISP_URL/function/hello" "$c" -H "Authorization: Bearer $WISP_TOKEN"; done
+	serve 0
+	for c in 1 32; do measure "B not pipelined" "$WISP_URL/function/hello" "$c" -H "Authorization: Bearer $WISP_TOKEN"; done
+	host
+	for c in 1 32; do measure "C bare host" "http://127.0.0.1:$DIRECT/" "$c"; done
+done
+echo "== medians over $ROUNDS rounds (ratio to the bare host's median)"
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# field LABEL C N: field N (1 req/s, 4 p50, 6 p99, those two in µs) of that
+# configuration's lines.
+field() {
+	grep "^$1 c=$2:" "$DATA/results" | sed "s/^$1 c=$2: //; s/,//g" |
+		awk -v n="$3" '{v=$n; x=v+0; if (v ~ /ms$/) x*=1000; else if (v ~ /[0-9]s$/) x*=1000000; print x}'
+}
+for c in 1 32; do
+	base=$(field "C bare host" "$c" 1 | median)
+	for label in "A pipelined" "B not pipelined" "C bare host"; do
+		rps=$(field "$label" "$c" 1 | median)
+		p50=$(field "$label" "$c" 4 | median)
+		p99=$(field "$label" "$c" 6 | median)
+		awk -v l="$label" -v c="$c" -v r="$rps" -v b="$base" -v p="$p50" -v q="$p99" \
+			'BEGIN {printf "%s c=%s: %.0f req/s (%.0f%% of the bare host), p50 %.0f us, p99 %.0f us\n", l, c, r, 100*r/b, p, q}'
+	done
+done
