@@ -10,6 +10,19 @@
 // whichever call has waited longest, so a burst of N calls against a cold
 // function starts at most min(N, max_instances) instances.
 //
+// Pipelining (pickLocked): when every instance of a function is busy, its
+// instances are serial (sandbox.Instance.Serial: one call at a time, in
+// order) and its calls are short, a call may queue inside the busiest
+// instance that has room instead of in the pool: up to
+// Config.PipelineDepth calls, and only while those ahead of it, times the
+// function's average handler time, fit in Config.PipelineMaxWait. Its host
+// then reads the next call as soon as it answers one, instead of sleeping
+// and being woken for each. A queued call has not started; if its instance
+// dies first it fails with sandbox.ErrNotStarted and Invoke sends it to
+// another instance. Such a call also starts one more instance (up to
+// max_instances), so packing never keeps a busy function on fewer
+// instances than waiting would have.
+//
 // keep_alive: auto (adaptive.go, internal/keepalive) learns each function's
 // idle times: an idle instance stays for the policy's keep-alive window,
 // and when the policy predicts the next call far enough ahead, instances
