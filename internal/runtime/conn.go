@@ -86,6 +86,8 @@ type Conn struct {
 	mu          sync.Mutex // guards pending, fifo, kill, err, readyClosed and the calls' serial fields
 	pending     map[uint64]*call
 	fifo        []*call // serial hosts: calls sent and not yet answered, oldest (running) first
+	fifoBytes   int     // the frames' sizes of the calls in fifo
+	pipeCap     int     // the request pipe's capacity: queued frames must fit, so a write never blocks
 	kill        func()  // stops the host when an abandoned call overruns (SetKill)
 	err         error   // why the channel broke; set once, never cleared
 	readyClosed bool
@@ -106,6 +108,7 @@ type call struct {
 	deadline  time.Time // zero: none
 	abandoned bool      // its caller gave up while it waited its turn
 	reap      *time.Timer
+	size      int // its frame's size
 }
 
 type result struct {
@@ -118,7 +121,7 @@ var callPool = sync.Pool{New: func() any { return &call{ch: make(chan result, 1)
 // getCall takes a call from the pool, reset.
 func getCall(id uint64) *call {
 	cl := callPool.Get().(*call)
-	cl.id, cl.sent, cl.headAt, cl.deadline, cl.abandoned, cl.reap = id, time.Time{}, time.Time{}, time.Time{}, false, nil
+	cl.id, cl.sent, cl.headAt, cl.deadline, cl.abandoned, cl.reap, cl.size = id, time.Time{}, time.Time{}, time.Time{}, false, nil, 0
 	return cl
 }
 
@@ -151,8 +154,34 @@ func NewConn(w io.WriteCloser, r io.ReadCloser, opts ConnOptions) *Conn {
 		readyCh:   make(chan struct{}),
 		done:      make(chan struct{}),
 		pending:   make(map[uint64]*call),
+		pipeCap:   pipeCapacity(w),
 	}
 	return c
+}
+
+// defaultPipeCap is a Linux pipe's default capacity.
+const defaultPipeCap = 64 << 10
+
+// pipeCapacity raises the capacity of the request pipe w to 1 MiB (the
+// unprivileged maximum, so room for a serial host's queued calls) and
+// returns it; defaultPipeCap when w is not a pipe or cannot say.
+func pipeCapacity(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok {
+		return defaultPipeCap
+	}
+	sc, err := f.SyscallConn() // not Fd: that would make the pipe blocking
+	if err != nil {
+		return defaultPipeCap
+	}
+	n := defaultPipeCap
+	_ = sc.Control(func(fd uintptr) {
+		_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20)
+		if got, err := unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0); err == nil && got > 0 {
+			n = got
+		}
+	})
+	return n
 }
 
 // LoadError is the error of a host that could not load the handler: a
@@ -270,6 +299,9 @@ func (c *Conn) RoundTrip(ctx context.Context, req *sandbox.Request) (*sandbox.Re
 		err := c.err
 		c.mu.Unlock()
 		callPool.Put(cl)
+		if c.serial.Load() {
+			return nil, notStarted(id, err)
+		}
 		return nil, err
 	}
 	c.pending[id] = cl
@@ -287,7 +319,7 @@ func (c *Conn) RoundTrip(ctx context.Context, req *sandbox.Request) (*sandbox.Re
 			callPool.Put(cl)
 			return res.resp, res.err
 		case <-ctx.Done():
-			return nil, c.abandon(ctx, id, cl)
+			return c.abandon(ctx, id, cl)
 		case c.rsem <- struct{}{}:
 			// This caller reads until its own response arrives (or the
 			// channel breaks, which delivers an error to it too).
@@ -304,7 +336,7 @@ func (c *Conn) RoundTrip(ctx context.Context, req *sandbox.Request) (*sandbox.Re
 			}
 			<-c.rsem
 			if ctx.Err() != nil {
-				return nil, c.abandon(ctx, id, cl)
+				return c.abandon(ctx, id, cl)
 			}
 		}
 	}
@@ -317,28 +349,57 @@ func (c *Conn) RoundTrip(ctx context.Context, req *sandbox.Request) (*sandbox.Re
 // On a serial channel a call waiting behind the running one stays in fifo,
 // marked abandoned, and its error wraps ErrNotStarted: the instance stays
 // usable.
-func (c *Conn) abandon(ctx context.Context, id uint64, cl *call) error {
+func (c *Conn) abandon(ctx context.Context, id uint64, cl *call) (*sandbox.Response, error) {
 	if c.serial.Load() {
 		c.mu.Lock()
 		_, pending := c.pending[id]
-		queued := pending && !cl.sent.IsZero() && len(c.fifo) > 0 && c.fifo[0] != cl
+		if !pending {
+			// Its result is delivered, or being delivered (a skip, a
+			// response, the channel's failure): that is the outcome.
+			c.mu.Unlock()
+			res := <-cl.ch
+			callPool.Put(cl)
+			return res.resp, res.err
+		}
+		head := len(c.fifo) > 0 && c.fifo[0] == cl
+		// A call that became the head only just before its deadline (or
+		// after it) may well have been skipped: the host checks the
+		// deadline a moment after this side read the answer before it.
+		// It is not the running call to kill for; the reap timer reads
+		// the skip, or stops the host if it did start the call.
+		late := head && !cl.deadline.IsZero() && cl.deadline.Sub(cl.headAt) < skipWindow
+		queued := !cl.sent.IsZero() && (!head || late)
 		if queued {
 			cl.abandoned = true
+			if late && cl.reap == nil {
+				cl.reap = time.AfterFunc(0, func() { c.reap(cl) })
+			}
 		} else {
 			delete(c.pending, id)
 		}
 		c.mu.Unlock()
 		if queued {
-			return fmt.Errorf("call %d: %w while it waited behind another call: %w", id, sandbox.ErrNotStarted, c.timeoutErr(ctx, id))
+			return nil, c.notStartedTimeout(ctx, id)
 		}
 		// cl may still be in fifo: it does not go back to the pool.
-		return c.timeoutErr(ctx, id)
+		return nil, c.timeoutErr(ctx, id)
 	}
 	if c.forget(id) {
 		callPool.Put(cl)
 	}
-	return c.timeoutErr(ctx, id)
+	return nil, c.timeoutErr(ctx, id)
 }
+
+// notStartedTimeout is the error of a call on a serial channel whose ctx
+// ended before it started.
+func (c *Conn) notStartedTimeout(ctx context.Context, id uint64) error {
+	return fmt.Errorf("call %d: %w while it waited behind another call: %w", id, sandbox.ErrNotStarted, c.timeoutErr(ctx, id))
+}
+
+// errChannelFull is why a call was not queued on a serial channel: the
+// calls already queued fill the request pipe, and a write could block
+// behind the running call.
+var errChannelFull = errors.New("the calls queued in this instance fill its request pipe")
 
 // SetKill sets what stops the host when a call abandoned on a serial
 // channel runs past its deadline (the backend's kill). Without it the
@@ -352,6 +413,10 @@ func (c *Conn) SetKill(kill func()) {
 // Serial reports whether the host serves calls one at a time in order
 // (Ready.Serial); it is known once WaitReady returned.
 func (c *Conn) Serial() bool { return c.serial.Load() }
+
+// skipWindow is how close to its deadline a queued call may become the
+// running one and still be taken for skipped when its caller gives up.
+const skipWindow = 20 * time.Millisecond
 
 // reapGrace is how long an abandoned call that became the running one may
 // go unanswered after its deadline before the instance is killed: the host
@@ -369,6 +434,7 @@ func (c *Conn) popLocked(id uint64, now time.Time) (queued, ran time.Duration) {
 	}
 	cl := c.fifo[i]
 	c.fifo = slices.Delete(c.fifo, i, i+1)
+	c.fifoBytes -= cl.size
 	if cl.reap != nil {
 		cl.reap.Stop()
 	}
@@ -448,6 +514,9 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 	select {
 	case c.wsem <- struct{}{}:
 	case <-ctx.Done():
+		if c.serial.Load() {
+			return c.notStartedTimeout(ctx, id)
+		}
 		return c.timeoutErr(ctx, id)
 	}
 	defer func() { <-c.wsem }()
@@ -500,6 +569,12 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 	if serial {
 		now := time.Now()
 		c.mu.Lock()
+		if len(c.fifo) > 0 && c.fifoBytes+len(frame)+len(req.Body)*b2i(big) > c.pipeCap {
+			c.mu.Unlock()
+			return notStarted(id, errChannelFull)
+		}
+		cl.size = len(frame) + len(req.Body)*b2i(big)
+		c.fifoBytes += cl.size
 		cl.sent = now
 		if hasDL {
 			cl.deadline = dl
@@ -526,6 +601,9 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
 			c.fail(crashed(err, "runtime channel abandoned mid-frame after a timeout"))
+			if serial {
+				return c.notStartedTimeout(ctx, id) // its frame never arrived whole
+			}
 			return c.timeoutErr(ctx, id)
 		}
 		// The host is gone. Read what it wrote before it died (a load
@@ -536,6 +614,9 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 		c.mu.Lock()
 		err = c.err
 		c.mu.Unlock()
+		if serial {
+			return notStarted(id, err) // its frame never arrived whole
+		}
 		return fmt.Errorf("call %d: %w", id, err)
 	}
 	return nil
@@ -566,6 +647,7 @@ func (c *Conn) fail(err error) {
 		}
 	}
 	c.fifo = nil
+	c.fifoBytes = 0
 	serial := c.serial.Load()
 	if !c.readyClosed {
 		c.ready, c.readyErr, c.readyClosed = Ready{}, err, true
@@ -770,8 +852,20 @@ func canonicalHeader(m map[string][]string) http.Header {
 // Close closes both ends of the channel: the host sees end of input and
 // exits, pending calls fail with an errdefs.ErrCrashed error. It does not
 // wait for the host; use Done. Safe to call more than once.
+//
+// On a serial channel with calls in flight it stops the host first (SetKill)
+// and reads what the host wrote before it died, so that a call the host
+// started after answering the one before it is known to have run (it fails
+// as the running call, not with ErrNotStarted, and is never sent again).
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		kill, busy := c.kill, len(c.fifo) > 0 && c.err == nil
+		c.mu.Unlock()
+		if busy && c.serial.Load() && kill != nil {
+			kill()
+			c.drain(250 * time.Millisecond)
+		}
 		c.fail(crashed(errClosed, "runtime connection closed"))
 		c.closeErr = errors.Join(c.w.Close(), c.r.Close())
 	})
@@ -798,3 +892,10 @@ var monoBase, monoAt = func() (int64, time.Time) {
 	}
 	return ts.Nano(), at
 }()
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -47,24 +47,7 @@ type outcome struct {
 // calls queue in the order they are started.
 func goCall(t *testing.T, c *Conn, ctx context.Context, query string) <-chan outcome {
 	t.Helper()
-	ch := make(chan outcome, 1)
-	c.mu.Lock()
-	before := len(c.fifo)
-	c.mu.Unlock()
-	go func() {
-		resp, err := c.RoundTrip(ctx, &sandbox.Request{Method: "GET", Path: "/", RawQuery: query})
-		ch <- outcome{resp, err}
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c.mu.Lock()
-		n := len(c.fifo)
-		c.mu.Unlock()
-		if n > before || time.Now().After(deadline) {
-			return ch
-		}
-		time.Sleep(time.Millisecond)
-	}
+	return goCallWith(t, c, ctx, query, nil)
 }
 
 func TestSerialFlag(t *testing.T) {
@@ -213,4 +196,61 @@ func TestPipelineAbandonedCallOverrunsDeadline(t *testing.T) {
 	if d := time.Since(t0); d > 2*time.Second {
 		t.Errorf("killed %v after the head finished; want within the deadline plus %v", d, reapGrace)
 	}
+}
+
+// Queued calls with bodies that would fill a default 64 KiB pipe neither
+// block the channel nor let one caller's timeout break it: the pipe is
+// enlarged, queued frames are bounded by its capacity, and a queued call
+// that gives up is abandoned as any other.
+func TestPipelineLargeQueuedBodies(t *testing.T) {
+	h, marks := startMarkHost(t)
+	h.ready(t)
+	if h.conn.pipeCap < 1<<20 {
+		t.Logf("request pipe capacity %d (F_SETPIPE_SZ refused)", h.conn.pipeCap)
+	}
+	ctx := ctxTimeout(t, 10*time.Second)
+	head := goCall(t, h.conn, ctx, "n=a&sleep=0.5")
+	body := make([]byte, 16<<10)
+	var queued []<-chan outcome
+	for i := range 8 {
+		queued = append(queued, goCallWith(t, h.conn, ctx, "n=q"+string(rune('0'+i)), body))
+	}
+	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if o := <-goCallWith(t, h.conn, short, "n=x", body); !errors.Is(o.err, sandbox.ErrNotStarted) || !errors.Is(o.err, errdefs.ErrTimeout) {
+		t.Fatalf("queued call that gave up: err = %v; want ErrNotStarted and ErrTimeout", o.err)
+	}
+	if o := <-head; o.err != nil {
+		t.Fatalf("running call: %v", o.err)
+	}
+	for i, ch := range queued {
+		if o := <-ch; o.err != nil {
+			t.Errorf("queued call %d: %v", i, o.err)
+		}
+	}
+	if marked(marks, "x") {
+		t.Error("the call that gave up ran")
+	}
+}
+
+// goCallWith is goCall with a request body.
+func goCallWith(t *testing.T, c *Conn, ctx context.Context, query string, body []byte) <-chan outcome {
+	t.Helper()
+	ch := make(chan outcome, 1)
+	c.mu.Lock()
+	before := len(c.fifo)
+	c.mu.Unlock()
+	go func() {
+		resp, err := c.RoundTrip(ctx, &sandbox.Request{Method: "POST", Path: "/", RawQuery: query, Body: body})
+		ch <- outcome{resp, err}
+	}()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		n := len(c.fifo)
+		c.mu.Unlock()
+		if n > before {
+			break
+		}
+	}
+	return ch
 }

@@ -103,11 +103,13 @@ type Response struct {
 	Ran time.Duration
 }
 
-// ErrNotStarted marks a call to a serial instance that never started: its
-// ctx ended, or the instance died, while it waited behind another call. It
-// is wrapped together with errdefs.ErrTimeout (the caller gave up: answer
-// 504, the instance is fine) or with the instance's errdefs.ErrCrashed
-// error (send the call to another instance).
+// ErrNotStarted marks a call to a serial instance that was not the one
+// running there: the instance died while it waited behind another call
+// (it never started: wrapped with the instance's errdefs.ErrCrashed error;
+// send it to another instance), or its ctx ended while it waited, or just
+// as its turn came (wrapped with errdefs.ErrTimeout: answer 504 and keep
+// the instance; if the host did start it, the instance is killed should
+// it run past its deadline).
 var ErrNotStarted = errors.New("call did not start")
 
 // Usage is an instance's resource use since it started.

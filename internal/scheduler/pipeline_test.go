@@ -145,6 +145,11 @@ func TestPipelineRedispatch(t *testing.T) {
 	b := &fakeBackend{serial: true}
 	b.invoke = func(ctx context.Context, req *sandbox.Request) (*sandbox.Response, error) {
 		if first.CompareAndSwap(true, false) {
+			b.mu.Lock()
+			for _, i := range b.live {
+				i.die() // the instance the call was queued in died
+			}
+			b.mu.Unlock()
 			return nil, fmt.Errorf("instance x: call 2 waited behind another call and did not start: %w: %w",
 				sandbox.ErrNotStarted, errdefs.ErrCrashed)
 		}

@@ -27,6 +27,9 @@ type instance struct {
 	// serial says its host serves calls one at a time in order, so calls
 	// may queue inside it (sandbox.Instance.Serial).
 	serial bool
+	// progress is when a call on it last ended (or it became ready): how
+	// long its current call has run, at most.
+	progress time.Time
 }
 
 type lease struct {
@@ -134,10 +137,11 @@ func (p *pool) pipeliningLocked() bool {
 // roomLocked says whether one more call may queue inside i: its host is
 // serial, fewer than execution.pipeline_depth calls wait behind its running
 // one, and those ahead are expected to finish (their count times the
-// function's average call time) within execution.pipeline_max_wait.
-func (p *pool) roomLocked(i *instance) bool {
+// function's average call time, plus how long the running one has run
+// already) within execution.pipeline_max_wait.
+func (p *pool) roomLocked(i *instance, now time.Time) bool {
 	return i.serial && !i.gone && i.busy > 0 && i.busy <= p.s.cfg.PipelineDepth &&
-		time.Duration(i.busy)*p.execAvg <= p.s.cfg.PipelineMaxWait
+		time.Duration(i.busy)*p.execAvg+now.Sub(i.progress) <= p.s.cfg.PipelineMaxWait
 }
 
 // observeExecLocked adds one call's time inside its instance to execAvg
@@ -275,8 +279,9 @@ func (p *pool) pickLocked(pipe bool) (*instance, bool) {
 		return nil, false
 	}
 	var best *instance
+	now := time.Now()
 	for i := range p.all {
-		if p.roomLocked(i) && (best == nil || i.busy > best.busy) {
+		if p.roomLocked(i, now) && (best == nil || i.busy > best.busy) {
 			best = i
 		}
 	}
@@ -378,7 +383,8 @@ func (p *pool) start(ttl time.Duration) {
 	if ttl <= 0 {
 		ttl = p.idleTTLLocked()
 	}
-	i := &instance{inst: inst, startDur: d, lastUsed: time.Now(), ttl: ttl, serial: inst.Serial()}
+	now := time.Now()
+	i := &instance{inst: inst, startDur: d, lastUsed: now, ttl: ttl, serial: inst.Serial(), progress: now}
 	p.all[i] = struct{}{}
 	p.avail = append(p.avail, i)
 	p.dispatchLocked(true)
@@ -471,11 +477,18 @@ func (p *pool) release(l lease, callErr error, exec time.Duration) {
 	if p.policy != nil {
 		d, fnIdle = p.policy.Finish()
 	}
-	if errors.Is(callErr, sandbox.ErrNotStarted) {
-		if errors.Is(callErr, errdefs.ErrTimeout) {
+	switch {
+	case errors.Is(callErr, sandbox.ErrNotStarted):
+		// The call did not run there: the instance is as good as before,
+		// unless it died (then watch takes it out).
+		select {
+		case <-l.inst.inst.Done():
+		default:
 			callErr = nil
 		}
 		exec = -1
+	case errors.Is(callErr, errdefs.ErrTooLarge):
+		callErr = nil // its channel stays usable
 	}
 	p.mu.Lock()
 	p.observeExecLocked(exec)
@@ -490,6 +503,7 @@ func (p *pool) release(l lease, callErr error, exec time.Duration) {
 func (p *pool) releaseSlot(l lease, callErr error, d keepalive.Decision, fnIdle bool) {
 	i := l.inst
 	p.mu.Lock()
+	i.progress = time.Now()
 	i.busy--
 	if i.busy == 0 && !i.gone {
 		p.busyN--

@@ -177,8 +177,9 @@ func (s *Scheduler) Invoke(ctx context.Context, t *Target, req *sandbox.Request)
 	}
 	// A call queued inside an instance that died before its turn never
 	// started: it goes to another instance.
+	pipe := req == nil || len(req.Body) <= pipeMaxBody
 	for attempt := 1; ; attempt++ {
-		l, err := p.acquire(ctx, req == nil || len(req.Body) <= pipeMaxBody)
+		l, err := p.acquire(ctx, pipe)
 		if err != nil {
 			return nil, err
 		}
@@ -213,6 +214,7 @@ func (s *Scheduler) Invoke(ctx context.Context, t *Target, req *sandbox.Request)
 			if f := s.obs.Redispatched; f != nil {
 				f(t.Name)
 			}
+			pipe = false // it waits for a free instance this time
 			continue
 		}
 		if err != nil {
