@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wisp-faas/wisp/internal/function"
 )
 
 // metricValue reads one sample of /metrics (0 when absent).
@@ -38,7 +40,11 @@ func metricValue(t *testing.T, h *harness, series string) float64 {
 func TestPipelineBehindHangingCall(t *testing.T) {
 	for _, mode := range modes() {
 		t.Run(mode, func(t *testing.T) {
-			h := startServer(t, testConfig(t, mode), "")
+			cfg := testConfig(t, mode)
+			// Calls may queue behind one that has run for a while (the
+			// default 2ms counts the running call's time too).
+			cfg.Execution.PipelineMaxWait = function.Duration(time.Second)
+			h := startServer(t, cfg, "")
 			h.mustDeploy(probe("pipe", "timeout: 3s\nmax_instances: 1\nkeep_alive: 10m\n"))
 			// The pool learns that its calls are short.
 			for range 10 {
@@ -53,9 +59,10 @@ func TestPipelineBehindHangingCall(t *testing.T) {
 				res := h.call("pipe", "?op=sleep&s=30", "")
 				hang <- &resultAt{res.Status, time.Since(t0)}
 			}()
-			// It is running; the calls made now have 1.5s left when it is
+			// It is running; the calls made now queue behind it (within
+			// the 1s pipeline_max_wait) and have 0.8s left when it is
 			// killed, for a new instance (a container's cold start).
-			time.Sleep(1500 * time.Millisecond)
+			time.Sleep(800 * time.Millisecond)
 			var wg sync.WaitGroup
 			statuses := make(chan int, 6)
 			for range 6 {
