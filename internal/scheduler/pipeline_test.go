@@ -161,6 +161,12 @@ func TestPipelineRedispatch(t *testing.T) {
 	if err != nil {
 		t.Fatalf("call queued in an instance that died: %v; want it served by another", err)
 	}
+	// The dead instance is closed in the background.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, _, closed := b.counts(); closed == 1 {
+			break
+		}
+	}
 	starts, _, closed := b.counts()
 	if starts != 2 || closed != 1 {
 		t.Errorf("starts %d, closed %d; want the dead instance closed and a second one started", starts, closed)
