@@ -16,26 +16,9 @@
 # Usage: sudo scripts/bench-process.sh [seconds per wrk run, default 10] [cold calls, default 300]
 set -eu
 cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin"
 DUR="${1:-10}"
 COLD_N="${2:-300}"
-if [ -z "${WISP:-}" ]; then
-	go build -o bin/wisp ./cmd/wisp
-	WISP=bin/wisp
-fi
-WRK="${WRK:-wrk}"
-DATA="$(mktemp -d)"
-PORT=18080
-DIRECT=18081
-SERVE=""
-HOST=""
-cleanup() {
-	[ -n "$HOST" ] && kill "$HOST" 2>/dev/null || true
-	[ -n "$SERVE" ] && kill -TERM "$SERVE" 2>/dev/null && wait "$SERVE" 2>/dev/null || true
-	rm -rf "$DATA"
-}
-trap cleanup EXIT INT TERM
-export WISP_URL="http://127.0.0.1:$PORT"
+. scripts/bench-common.sh
 serve() { # serve PROVISIONED ZYGOTE
 	if [ -n "$SERVE" ]; then kill -TERM "$SERVE"; wait "$SERVE" || true; fi
 	printf 'log:\n  level: warn\nprocess:\n  provisioned: %s\n  zygote: %s\ncontainer:\n  provisioned: 0\n' "$1" "$2" >"$DATA/wisp.yaml"
@@ -49,7 +32,6 @@ serve() { # serve PROVISIONED ZYGOTE
 	"$WISP" deploy -f scripts/bench/hello/function.yaml >/dev/null
 	"$WISP" deploy -f scripts/bench/hello-cold/function.yaml >/dev/null
 }
-threads() { t=$1; [ "$t" -gt 4 ] && t=4; [ "$t" -gt "$(nproc)" ] && t=$(nproc); echo "$t"; }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), cgroup $(stat -fc %T /sys/fs/cgroup), $(/usr/bin/python3 --version)"
 serve 0 false

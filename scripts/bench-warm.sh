@@ -13,25 +13,9 @@
 # Usage: sudo scripts/bench-warm.sh [seconds per wrk run, default 10] [rounds, default 3]
 set -eu
 cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin"
 DUR="${1:-10}"
 ROUNDS="${2:-3}"
-if [ -z "${WISP:-}" ]; then
-	go build -o bin/wisp ./cmd/wisp
-	WISP=bin/wisp
-fi
-WRK="${WRK:-wrk}"
-DATA="$(mktemp -d)"
-PORT=18080
-DIRECT=18081
-SERVE=""
-cleanup() {
-	[ -n "$SERVE" ] && kill -TERM "$SERVE" 2>/dev/null && wait "$SERVE" 2>/dev/null || true
-	rm -rf "$DATA"
-}
-trap cleanup EXIT INT TERM
-export WISP_URL="http://127.0.0.1:$PORT"
-threads() { t=$1; [ "$t" -gt 4 ] && t=4; [ "$t" -gt "$(nproc)" ] && t=$(nproc); echo "$t"; }
+. scripts/bench-common.sh
 # measure LABEL URL CONNS [wrk args]: one wrk run, one result line.
 measure() {
 	label=$1 url=$2 c=$3

@@ -19,22 +19,10 @@
 # Usage: sudo scripts/bench.sh [seconds per wrk run, default 10] [cold calls, default 300]
 set -eu
 cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin"
 DUR="${1:-10}"
 COLD_N="${2:-300}"
-go build -o bin/wisp ./cmd/wisp
-DATA="$(mktemp -d)"
-PORT=18080
-DIRECT=18081
-SERVE=""
-HOST=""
-cleanup() {
-	[ -n "$HOST" ] && kill "$HOST" 2>/dev/null || true
-	[ -n "$SERVE" ] && kill -TERM "$SERVE" 2>/dev/null && wait "$SERVE" 2>/dev/null || true
-	rm -rf "$DATA"
-}
-trap cleanup EXIT INT TERM
-export WISP_URL="http://127.0.0.1:$PORT"
+WISP= # always this checkout's build: the script calls bin/wisp
+. scripts/bench-common.sh
 CONTAINERS=""
 ctr version >/dev/null 2>&1 && CONTAINERS=1
 serve() { # serve PROVISIONED [ZYGOTE true|false]

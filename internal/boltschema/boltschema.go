@@ -26,6 +26,17 @@ type Migration struct {
 	Migrate func(tx *bolt.Tx) error
 }
 
+// CreateBuckets is a migration step: it creates the named buckets where
+// they do not exist yet.
+func CreateBuckets(tx *bolt.Tx, names ...[]byte) error {
+	for _, b := range names {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return fmt.Errorf("create bucket %s: %w", b, err)
+		}
+	}
+	return nil
+}
+
 // Latest is the version migrations bring a database to.
 func Latest(migrations []Migration) int {
 	if len(migrations) == 0 {

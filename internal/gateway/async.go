@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -256,13 +255,9 @@ func (g *Gateway) listJobs(w http.ResponseWriter, r *http.Request, state string)
 		f.Namespace, f.AllNamespaces = fns, false
 	}
 	f.Before = q.Get("before")
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			writeError(w, errdefs.Invalidf("use a positive number", "limit %q is not a positive number", s))
-			return
-		}
-		f.Limit = n
+	if f.Limit, err = queryLimit(q); err != nil {
+		writeError(w, err)
+		return
 	}
 	jobs, err := g.cfg.Queue.List(r.Context(), f)
 	if err != nil {

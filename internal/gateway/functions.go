@@ -9,6 +9,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"os"
 	goruntime "runtime"
 	"strconv"
@@ -406,13 +407,9 @@ func (g *Gateway) listActivations(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Namespace = ns
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			writeError(w, errdefs.Invalidf("use a positive number", "limit %q is not a positive number", s))
-			return
-		}
-		f.Limit = n
+	if f.Limit, err = queryLimit(q); err != nil {
+		writeError(w, err)
+		return
 	}
 	acts, err := g.store.ListActivations(r.Context(), f)
 	if err != nil {
@@ -506,4 +503,18 @@ func (g *Gateway) scaleFunction(w http.ResponseWriter, r *http.Request) {
 		g.log.Info("function scaled", "function", name, "instances", req.Instances)
 	}()
 	writeJSON(w, http.StatusAccepted, map[string]any{"function": name, "instances": min(req.Instances, t.Spec.MaxInstances)})
+}
+
+// queryLimit reads ?limit= of a list request: 0 when absent (the list's
+// default), an error naming it when it is not a positive number.
+func queryLimit(q url.Values) (int, error) {
+	s := q.Get("limit")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, errdefs.Invalidf("use a positive number", "limit %q is not a positive number", s)
+	}
+	return n, nil
 }

@@ -185,12 +185,7 @@ var migrations = []boltschema.Migration{
 		for _, s := range states {
 			names = append(names, []byte(s))
 		}
-		for _, b := range names {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("create bucket %s: %w", b, err)
-			}
-		}
-		return nil
+		return boltschema.CreateBuckets(tx, names...)
 	}},
 }
 

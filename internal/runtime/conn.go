@@ -535,8 +535,10 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 	if hasDL {
 		left := time.Until(dl)
 		hdr.TimeoutMS = max(left.Milliseconds(), 1)
-		if now := monotonicNow(); serial && now > 0 {
-			hdr.Deadline = now + int64(left)
+		if serial {
+			if now := monotonicNow(); now > 0 {
+				hdr.Deadline = now + int64(left)
+			}
 		}
 	}
 	// Reserve the prefix, encode the header after it, then fill it in.
@@ -555,6 +557,31 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 	frame := c.wbuf.Bytes()
 	putPrefix(frame, hlen, len(req.Body))
 
+	if serial {
+		// Queue it in fifo, unless the calls queued already fill the pipe
+		// (its write could then block behind the running call).
+		size := len(frame)
+		if big {
+			size += len(req.Body)
+		}
+		now := time.Now()
+		c.mu.Lock()
+		if len(c.fifo) > 0 && c.fifoBytes+size > c.pipeCap {
+			c.mu.Unlock()
+			return notStarted(id, errChannelFull)
+		}
+		cl.size, cl.sent = size, now
+		c.fifoBytes += size
+		if hasDL {
+			cl.deadline = dl
+		}
+		if len(c.fifo) == 0 {
+			cl.headAt = now
+		}
+		c.fifo = append(c.fifo, cl)
+		c.mu.Unlock()
+	}
+
 	// Let ctx interrupt a write that blocks on a full pipe (a host busy
 	// with other calls, a large body).
 	var stop func() bool
@@ -565,25 +592,6 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 			_ = d.SetWriteDeadline(aLongTimeAgo)
 			close(fired)
 		})
-	}
-	if serial {
-		now := time.Now()
-		c.mu.Lock()
-		if len(c.fifo) > 0 && c.fifoBytes+len(frame)+len(req.Body)*b2i(big) > c.pipeCap {
-			c.mu.Unlock()
-			return notStarted(id, errChannelFull)
-		}
-		cl.size = len(frame) + len(req.Body)*b2i(big)
-		c.fifoBytes += cl.size
-		cl.sent = now
-		if hasDL {
-			cl.deadline = dl
-		}
-		if len(c.fifo) == 0 {
-			cl.headAt = now
-		}
-		c.fifo = append(c.fifo, cl)
-		c.mu.Unlock()
 	}
 	_, err := c.w.Write(frame)
 	if err == nil && big {
@@ -892,10 +900,3 @@ var monoBase, monoAt = func() (int64, time.Time) {
 	}
 	return ts.Nano(), at
 }()
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}

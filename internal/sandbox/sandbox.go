@@ -104,9 +104,10 @@ type Response struct {
 }
 
 // ErrNotStarted marks a call to a serial instance that was not the one
-// running there: the instance died while it waited behind another call
-// (it never started: wrapped with the instance's errdefs.ErrCrashed error;
-// send it to another instance), or its ctx ended while it waited, or just
+// running there: the instance died while it waited behind another call,
+// or had no room in its channel for it (it never started: wrapped with
+// the cause, the instance's errdefs.ErrCrashed error for the former; send
+// it to another instance), or its ctx ended while it waited, or just
 // as its turn came (wrapped with errdefs.ErrTimeout: answer 504 and keep
 // the instance; if the host did start it, the instance is killed should
 // it run past its deadline).

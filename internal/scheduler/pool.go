@@ -490,19 +490,20 @@ func (p *pool) release(l lease, callErr error, exec time.Duration) {
 	case errors.Is(callErr, errdefs.ErrTooLarge):
 		callErr = nil // its channel stays usable
 	}
-	p.mu.Lock()
-	p.observeExecLocked(exec)
-	p.mu.Unlock()
-	p.releaseSlot(l, callErr, d, fnIdle)
+	p.releaseSlot(l, callErr, d, fnIdle, exec)
 }
 
 // releaseSlot frees a lease's slot. With keep_alive auto, d is the policy's
 // decision and fnIdle says whether the call left the function idle: then,
 // if the decision is to pre-warm, every idle instance is unloaded and one is
 // loaded again d.PreWarm later.
-func (p *pool) releaseSlot(l lease, callErr error, d keepalive.Decision, fnIdle bool) {
+//
+// exec is the call's time inside the instance, for the pool's average
+// (negative: it did not run there).
+func (p *pool) releaseSlot(l lease, callErr error, d keepalive.Decision, fnIdle bool, exec time.Duration) {
 	i := l.inst
 	p.mu.Lock()
+	p.observeExecLocked(exec)
 	i.progress = time.Now()
 	i.busy--
 	if i.busy == 0 && !i.gone {
@@ -583,7 +584,7 @@ func (p *pool) putBack(l lease) {
 	if p.policy != nil {
 		d = p.policy.Decide()
 	}
-	p.releaseSlot(lease{inst: i}, nil, d, false)
+	p.releaseSlot(lease{inst: i}, nil, d, false, -1)
 }
 
 func (p *pool) evictIdle(now time.Time) {

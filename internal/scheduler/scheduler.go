@@ -40,7 +40,7 @@ type Config struct {
 	PipelineDepth int
 	// PipelineMaxWait bounds how long a call may be expected to wait inside
 	// an instance: the calls ahead of it times the function's average call
-	// time (execution.pipeline_max_wait).
+	// time, plus how long the running one has run (execution.pipeline_max_wait).
 	PipelineMaxWait time.Duration
 }
 
@@ -89,8 +89,8 @@ type Observer struct {
 	// function after a change ("starting", "idle", "busy").
 	InstancesChanged func(function string, starting, idle, busy int)
 	// Pipelined reports a call queued inside a busy instance; Redispatched
-	// one sent to another instance after the one it was queued in died
-	// before its turn.
+	// one sent to another instance after the one it was queued in died, or
+	// had no room in its channel, before its turn.
 	Pipelined    func(function string)
 	Redispatched func(function string)
 }
@@ -210,7 +210,7 @@ func (s *Scheduler) Invoke(ctx context.Context, t *Target, req *sandbox.Request)
 		p.release(l, err, ran)
 		if err != nil && errors.Is(err, sandbox.ErrNotStarted) && !errors.Is(err, errdefs.ErrTimeout) &&
 			ctx.Err() == nil && attempt < maxAttempts {
-			s.log.Debug("call queued in an instance that died goes to another", "function", t.Name, "err", err)
+			s.log.Debug("call that did not start in its instance goes to another", "function", t.Name, "err", err)
 			if f := s.obs.Redispatched; f != nil {
 				f(t.Name)
 			}
@@ -218,23 +218,24 @@ func (s *Scheduler) Invoke(ctx context.Context, t *Target, req *sandbox.Request)
 			continue
 		}
 		if err != nil {
-			return res, s.callError(t, err)
+			return res, callError(t, err)
 		}
 		return res, nil
 	}
 }
 
 // pipeMaxBody is the largest request body of a call that may queue inside
-// a busy instance: it must fit in the channel's pipe buffer, so that
-// writing it never blocks behind the running call.
+// a busy instance. Queued frames must fit in the instance's request pipe
+// (runtime.Conn refuses one that would not, and the call then waits for a
+// free instance); bigger calls do not try.
 const pipeMaxBody = 16 << 10
 
 // maxAttempts bounds how often one call is sent to another instance after
-// the one it was queued in died before its turn.
+// the one it was queued in died, or had no room, before its turn.
 const maxAttempts = 3
 
 // callError wraps the error of a call that reached an instance.
-func (s *Scheduler) callError(t *Target, err error) error {
+func callError(t *Target, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		err = timeoutError(t, err)
 	}

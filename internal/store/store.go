@@ -154,30 +154,19 @@ var schemaVersion = boltschema.Latest(migrations)
 
 var migrations = []boltschema.Migration{
 	{Version: 1, Name: "create buckets", Migrate: func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketFunctions, bucketActivations, bucketActByFn} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("create bucket %s: %w", b, err)
-			}
+		if err := boltschema.CreateBuckets(tx, bucketMeta, bucketFunctions, bucketActivations, bucketActByFn); err != nil {
+			return err
 		}
 		return putInt(tx.Bucket(bucketMeta), keyActivationCount, 0)
 	}},
 	{Version: 2, Name: "API keys", Migrate: func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
-			return fmt.Errorf("create bucket %s: %w", bucketKeys, err)
-		}
-		return nil
+		return boltschema.CreateBuckets(tx, bucketKeys)
 	}},
 	{Version: 3, Name: "namespaces", Migrate: func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketNamespaces); err != nil {
-			return fmt.Errorf("create bucket %s: %w", bucketNamespaces, err)
-		}
-		return nil
+		return boltschema.CreateBuckets(tx, bucketNamespaces)
 	}},
 	{Version: 4, Name: "triggers", Migrate: func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketTriggers); err != nil {
-			return fmt.Errorf("create bucket %s: %w", bucketTriggers, err)
-		}
-		return nil
+		return boltschema.CreateBuckets(tx, bucketTriggers)
 	}},
 }
 

@@ -127,7 +127,7 @@ func NewMetrics() *Metrics {
 	}, []string{"function"})
 	m.redispatched = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wisp_redispatched_calls_total",
-		Help: "Calls sent to another instance because the one they were queued in died before their turn, by function.",
+		Help: "Calls sent to another instance because the one they were queued in died, or had no room in its channel, before their turn, by function.",
 	}, []string{"function"})
 	m.instances = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "wisp_instances",

@@ -272,6 +272,19 @@ func (h *harness) mustDeploy(f fn) {
 	}
 }
 
+// metrics returns the text of /metrics.
+func (h *harness) metrics() string {
+	h.t.Helper()
+	res, err := http.Get(h.url + "/metrics")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(res.Body)
+	return b.String()
+}
+
 // call invokes name with a raw query string ("?op=uid") and returns the result.
 func (h *harness) call(name, query, body string) *client.Result {
 	h.t.Helper()

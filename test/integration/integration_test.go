@@ -467,16 +467,10 @@ func TestAPIErrors(t *testing.T) {
 		if err != nil || hz.Status != "ok" || hz.Modes["process"] != "ready" {
 			t.Fatalf("healthz = %+v, %v", hz, err)
 		}
-		res, err := http.Get(h.url + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		var b bytes.Buffer
-		b.ReadFrom(res.Body)
+		text := h.metrics()
 		for _, m := range []string{"wisp_invocations_total", "wisp_invocation_duration_seconds", "wisp_instances",
 			"gateway_function_invocation_total", "gateway_functions_seconds"} {
-			if !strings.Contains(b.String(), m) {
+			if !strings.Contains(text, m) {
 				t.Errorf("/metrics lacks %s", m)
 			}
 		}

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -15,18 +14,11 @@ import (
 // metricValue reads one sample of /metrics (0 when absent).
 func metricValue(t *testing.T, h *harness, series string) float64 {
 	t.Helper()
-	res, err := http.Get(h.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(res.Body)
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(b.Bytes())
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(h.metrics())
 	if m == nil {
 		return 0
 	}
-	v, err := strconv.ParseFloat(string(m[1]), 64)
+	v, err := strconv.ParseFloat(m[1], 64)
 	if err != nil {
 		t.Fatal(err)
 	}
