@@ -147,7 +147,8 @@ type Execution struct {
 	PipelineDepth int `yaml:"pipeline_depth" json:"pipeline_depth"`
 	// PipelineMaxWait bounds the wait of a call queued inside an instance:
 	// it may queue only while the calls ahead of it, times the function's
-	// average call time, take at most this long. Functions whose calls
+	// average call time, plus how long the running call has run so far,
+	// take at most this long. Functions whose calls
 	// take longer than this are never pipelined.
 	PipelineMaxWait function.Duration `yaml:"pipeline_max_wait" json:"pipeline_max_wait"`
 }
