@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -88,19 +87,6 @@ type Activation struct {
 
 // maxIDLen bounds an activation id (a UUID is 36 bytes).
 const maxIDLen = 128
-
-// sanitize replaces the floats JSON cannot hold (NaN, ±Inf) with 0.
-func (a *Activation) sanitize() {
-	bad := func(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
-	if bad(a.DurationMs) {
-		a.DurationMs = 0
-	}
-	for k, v := range a.Timings {
-		if bad(v) {
-			a.Timings[k] = 0
-		}
-	}
-}
 
 func (a *Activation) clone() *Activation {
 	c := *a
@@ -393,21 +379,17 @@ func (s *Store) writeActivations(batch []*Activation) error {
 		if err != nil {
 			return err
 		}
+		buf := make([]byte, 0, 512*len(batch))
 		for _, a := range batch {
 			if a.ID == "" || len(a.ID) > maxIDLen {
 				s.opts.Logger.Error("activation record dropped: bad id", "id", truncate(a.ID), "function", a.Function)
 				continue
 			}
-			v, err := json.Marshal(a)
-			if err != nil {
-				// NaN or infinite timings: keep the record, zero those.
-				c := a.clone()
-				c.sanitize()
-				if v, err = json.Marshal(c); err != nil {
-					s.opts.Logger.Error("activation record dropped: cannot encode it", "id", a.ID, "error", err)
-					continue
-				}
-			}
+			// bbolt keeps values until the commit: each record is a slice
+			// of the batch's buffer (an old array stays valid when it grows).
+			n := len(buf)
+			buf = a.appendJSON(buf)
+			v := buf[n:len(buf):len(buf)]
 			key := []byte(a.ID)
 			if old := acts.Get(key); old != nil {
 				if fn := functionOf(old); fn != a.Function {

@@ -379,12 +379,16 @@ func TestFunctionOf(t *testing.T) {
 		{ID: "x", Namespace: strings.Repeat("n", 600), Function: "far"},
 		{ID: "x"},
 	} {
-		v, err := json.Marshal(&a)
+		// The stored encoding, and json.Marshal's (records written by
+		// earlier versions).
+		m, err := json.Marshal(&a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := functionOf(v); got != a.Function {
-			t.Errorf("functionOf(%s) = %q, want %q", v, got, a.Function)
+		for _, v := range [][]byte{a.appendJSON(nil), m} {
+			if got := functionOf(v); got != a.Function {
+				t.Errorf("functionOf(%s) = %q, want %q", v, got, a.Function)
+			}
 		}
 	}
 }
