@@ -87,7 +87,8 @@ type Conn struct {
 	pending     map[uint64]*call
 	fifo        []*call // serial hosts: calls sent and not yet answered, oldest (running) first
 	fifoBytes   int     // the frames' sizes of the calls in fifo
-	pipeCap     int     // the request pipe's capacity: queued frames must fit, so a write never blocks
+	pipeRoom    int     // bytes of frames the request pipe always holds (pipeRoomOf): queued frames must fit, so a write never blocks
+	pipeKnown   bool    // w is a pipe whose capacity the kernel reported
 	kill        func()  // stops the host when an abandoned call overruns (SetKill)
 	err         error   // why the channel broke; set once, never cleared
 	readyClosed bool
@@ -154,34 +155,43 @@ func NewConn(w io.WriteCloser, r io.ReadCloser, opts ConnOptions) *Conn {
 		readyCh:   make(chan struct{}),
 		done:      make(chan struct{}),
 		pending:   make(map[uint64]*call),
-		pipeCap:   pipeCapacity(w),
 	}
+	pipeCap, known := pipeCapacity(w)
+	c.pipeRoom, c.pipeKnown = pipeRoomOf(pipeCap), known
 	return c
 }
+
+// pipeRoomOf is how many bytes of frames a pipe of capacity n holds
+// without a write blocking, however they were written: half its capacity.
+// The kernel fills a pipe in pages and starts a new page for a write that
+// does not fit in the last one's tail, so frames of just over half a page
+// (or of a page) each waste nearly as much as they hold.
+func pipeRoomOf(n int) int { return n / 2 }
 
 // defaultPipeCap is a Linux pipe's default capacity.
 const defaultPipeCap = 64 << 10
 
 // pipeCapacity raises the capacity of the request pipe w to 1 MiB (the
 // unprivileged maximum, so room for a serial host's queued calls) and
-// returns it; defaultPipeCap when w is not a pipe or cannot say.
-func pipeCapacity(w io.Writer) int {
+// returns it, and whether the kernel reported it; defaultPipeCap and false
+// when w is not a pipe or cannot say.
+func pipeCapacity(w io.Writer) (int, bool) {
 	f, ok := w.(*os.File)
 	if !ok {
-		return defaultPipeCap
+		return defaultPipeCap, false
 	}
 	sc, err := f.SyscallConn() // not Fd: that would make the pipe blocking
 	if err != nil {
-		return defaultPipeCap
+		return defaultPipeCap, false
 	}
-	n := defaultPipeCap
+	n, known := defaultPipeCap, false
 	_ = sc.Control(func(fd uintptr) {
 		_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 1<<20)
 		if got, err := unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0); err == nil && got > 0 {
-			n = got
+			n, known = got, true
 		}
 	})
-	return n
+	return n, known
 }
 
 // LoadError is the error of a host that could not load the handler: a
@@ -557,6 +567,10 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 	frame := c.wbuf.Bytes()
 	putPrefix(frame, hlen, len(req.Body))
 
+	// fits: the write cannot block, because the frames of every call in
+	// flight, this one's too, fit in the pipe at once (serial channels
+	// only: the Conn knows those calls).
+	fits := false
 	if serial {
 		// Queue it in fifo, unless the calls queued already fill the pipe
 		// (its write could then block behind the running call).
@@ -566,10 +580,11 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 		}
 		now := time.Now()
 		c.mu.Lock()
-		if len(c.fifo) > 0 && c.fifoBytes+size > c.pipeCap {
+		if len(c.fifo) > 0 && c.fifoBytes+size > c.pipeRoom {
 			c.mu.Unlock()
 			return notStarted(id, errChannelFull)
 		}
+		fits = c.pipeKnown && c.fifoBytes+size <= c.pipeRoom
 		cl.size, cl.sent = size, now
 		c.fifoBytes += size
 		if hasDL {
@@ -583,10 +598,11 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 	}
 
 	// Let ctx interrupt a write that blocks on a full pipe (a host busy
-	// with other calls, a large body).
+	// with other calls, a large body). A write that fits needs no guard
+	// (which costs an allocation and a registration per call).
 	var stop func() bool
 	var fired chan struct{}
-	if d, ok := c.w.(deadliner); ok && ctx.Done() != nil {
+	if d, ok := c.w.(deadliner); ok && ctx.Done() != nil && !fits {
 		fired = make(chan struct{})
 		stop = context.AfterFunc(ctx, func() {
 			_ = d.SetWriteDeadline(aLongTimeAgo)
