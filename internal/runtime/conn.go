@@ -806,7 +806,7 @@ func (c *Conn) handleReady(hdr []byte) (Ready, error) {
 // return an error (they break the channel).
 func (c *Conn) deliver(hdr, body []byte, readErr error) error {
 	var h ResponseHeader
-	if err := json.Unmarshal(hdr, &h); err != nil {
+	if err := decodeResponseHeader(hdr, &h); err != nil {
 		return crashed(err, "runtime host sent a bad response header: %v", err)
 	}
 	id, err := strconv.ParseUint(h.ID, 10, 64)
