@@ -5,6 +5,9 @@
 #   B. wisp with pipelining off (execution.pipeline_depth: 0),
 #   C. the same Python runtime host served directly (`wisp bench host`: no
 #      sandbox, scheduler, store or gateway), the baseline,
+#   D. the smallest Python HTTP server (scripts/bench/pyserver: asyncio,
+#      answers "hello" without parsing): "the Python server alone" that
+#      issue 2's goals were set against, to place this machine,
 # each measured with wrk at 1 and 32 connections on the Python hello
 # (scripts/bench/hello: max_instances 4, concurrency 1). Prints one line per
 # run, then the median of each configuration and its ratio to C.
@@ -27,7 +30,7 @@ measure() {
 		tee -a "$DATA/results"
 }
 serve() { # serve PIPELINE_DEPTH
-	if [ -n "$SERVE" ]; then kill -TERM "$SERVE"; wait "$SERVE" || true; SERVE=""; fi
+	stop
 	printf 'log:\n  level: warn\nexecution:\n  pipeline_depth: %s\n' "$1" >"$DATA/wisp.yaml"
 	"$WISP" serve --data "$DATA/data" --listen "127.0.0.1:$PORT" --config "$DATA/wisp.yaml" 2>>"$DATA/serve.log" &
 	SERVE=$!
@@ -40,9 +43,18 @@ serve() { # serve PIPELINE_DEPTH
 	# Four instances warm, and the pool has measured its calls.
 	"$WISP" bench hello -n 400 -c 4 -q >/dev/null
 }
-host() {
+stop() {
 	if [ -n "$SERVE" ]; then kill -TERM "$SERVE"; wait "$SERVE" || true; SERVE=""; fi
+}
+host() {
+	stop
 	"$WISP" bench host -f scripts/bench/hello/function.yaml --listen "127.0.0.1:$DIRECT" 2>/dev/null &
+	SERVE=$!
+	for _ in $(seq 100); do curl -sf "http://127.0.0.1:$DIRECT/" >/dev/null && break; sleep 0.1; done
+}
+pyserver() {
+	stop
+	/usr/bin/python3 scripts/bench/pyserver/server.py "$DIRECT" &
 	SERVE=$!
 	for _ in $(seq 100); do curl -sf "http://127.0.0.1:$DIRECT/" >/dev/null && break; sleep 0.1; done
 }
@@ -56,6 +68,9 @@ for r in $(seq "$ROUNDS"); do
 	for c in 1 32; do measure "B not pipelined" "$WISP_URL/function/hello" "$c" -H "Authorization: Bearer $WISP_TOKEN"; done
 	host
 	for c in 1 32; do measure "C bare host" "http://127.0.0.1:$DIRECT/" "$c"; done
+	pyserver
+	for c in 1 32; do measure "D Python server alone" "http://127.0.0.1:$DIRECT/" "$c"; done
+	stop
 done
 echo "== medians over $ROUNDS rounds (ratio to the bare host's median)"
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -67,7 +82,7 @@ field() {
 }
 for c in 1 32; do
 	base=$(field "C bare host" "$c" 1 | median)
-	for label in "A pipelined" "B not pipelined" "C bare host"; do
+	for label in "A pipelined" "B not pipelined" "C bare host" "D Python server alone"; do
 		rps=$(field "$label" "$c" 1 | median)
 		p50=$(field "$label" "$c" 4 | median)
 		p99=$(field "$label" "$c" 6 | median)
