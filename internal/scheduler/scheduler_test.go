@@ -663,3 +663,45 @@ func TestKeepAliveAutoEarlyCallAndRedeploy(t *testing.T) {
 		}
 	})
 }
+
+// InstancesChanged hears every change of the counts per state, and only
+// changes: a warm call on an idle instance reports busy then idle, while
+// calls that leave the counts as they were report nothing.
+func TestInstancesChangedReportsChanges(t *testing.T) {
+	type counts struct{ starting, idle, busy int }
+	var mu sync.Mutex
+	var got []counts
+	b := &fakeBackend{}
+	s := New(Config{MaxQueue: 100}, map[string]sandbox.Backend{function.ModeProcess: b}, nil, Observer{
+		InstancesChanged: func(_ string, starting, idle, busy int) {
+			mu.Lock()
+			got = append(got, counts{starting, idle, busy})
+			mu.Unlock()
+		},
+	})
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	tg := target("hello", nil)
+	for range 3 {
+		call(t, s, tg)
+	}
+	want := []counts{
+		{1, 0, 0}, // starting for the first call
+		{0, 0, 1}, // started, busy with it
+		{0, 1, 0}, // idle
+		{0, 0, 1}, {0, 1, 0}, // second call
+		{0, 0, 1}, {0, 1, 0}, // third call
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(got); i++ {
+		if got[i] == got[i-1] {
+			t.Errorf("report %d repeats %v", i, got[i])
+		}
+	}
+	if len(got) == 0 || got[len(got)-1] != (counts{0, 1, 0}) {
+		t.Errorf("last report %v, want one idle instance", got)
+	}
+	if len(got) > len(want) {
+		t.Errorf("reports %v; want at most %v", got, want)
+	}
+}
