@@ -367,9 +367,22 @@ func functionOf(v []byte) string {
 	return ""
 }
 
+// maxEncBuf bounds the encoding buffer writeActivations keeps between
+// batches.
+const maxEncBuf = 4 << 20
+
 // writeActivations commits a batch in one transaction and prunes the
 // oldest records beyond the retention.
 func (s *Store) writeActivations(batch []*Activation) error {
+	buf := s.encBuf[:0]
+	defer func() {
+		// bbolt has copied the values into its pages by the time Update
+		// returns, so the buffer serves the next batch (unless a burst of
+		// large records made it big).
+		if cap(buf) <= maxEncBuf {
+			s.encBuf = buf[:0]
+		}
+	}()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		acts := tx.Bucket(bucketActivations)
 		acts.FillPercent = 0.9 // keys mostly arrive in order
@@ -379,7 +392,6 @@ func (s *Store) writeActivations(batch []*Activation) error {
 		if err != nil {
 			return err
 		}
-		buf := make([]byte, 0, 512*len(batch))
 		for _, a := range batch {
 			if a.ID == "" || len(a.ID) > maxIDLen {
 				s.opts.Logger.Error("activation record dropped: bad id", "id", truncate(a.ID), "function", a.Function)

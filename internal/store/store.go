@@ -130,6 +130,9 @@ type Store struct {
 	bg       sync.WaitGroup // extractions in progress; Close waits for them
 
 	acts *activationQueue
+	// encBuf holds a batch's encoded activations until its commit, and is
+	// kept for the next batch; only the activation writer touches it.
+	encBuf []byte
 
 	closeOnce sync.Once
 	closeErr  error
