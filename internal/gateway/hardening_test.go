@@ -306,3 +306,39 @@ func TestAsyncSequenceThrottledAtFirstStep(t *testing.T) {
 		t.Fatalf("state %s, %d attempts, result %q, %d steps", a.State, a.Attempts, a.Result, len(a.Children))
 	}
 }
+
+// A function's response cannot set wisp's own headers or the framing: the
+// caller sees the activation's id, cold flag and timings, and the length
+// of the body it gets.
+func TestFunctionCannotSetWispHeaders(t *testing.T) {
+	sch := &fakeScheduler{invoke: func(context.Context, *scheduler.Target, *sandbox.Request) (*scheduler.Result, error) {
+		return &scheduler.Result{Cold: true, Timings: scheduler.Timings{Start: 1500 * time.Microsecond},
+			Response: &sandbox.Response{Status: 201, Body: []byte("hi"), Header: http.Header{
+				HeaderActivationID: {"forged"}, HeaderColdStart: {"false"}, HeaderInitMs: {"999"},
+				HeaderDurationMs: {"999"}, "Content-Length": {"100"}, "Transfer-Encoding": {"chunked"},
+				"Connection": {"close"}, "X-Custom": {"kept"},
+			}}}, nil
+	}}
+	g, _ := newGateway(t, sch)
+	serve(g, deployReq(t, "f", "name: f\nruntime: python3\nhandler: h.py\n", map[string]string{"h.py": ""}))
+	w := serve(g, httptest.NewRequest(http.MethodPost, "/function/f", nil))
+	h := w.Result().Header
+	if w.Code != 201 || w.Body.String() != "hi" {
+		t.Fatalf("HTTP %d %q", w.Code, w.Body)
+	}
+	if id := h.Get(HeaderActivationID); id == "forged" || len(h.Values(HeaderActivationID)) != 1 {
+		t.Errorf("activation id %v", h.Values(HeaderActivationID))
+	}
+	if h.Get(HeaderColdStart) != "true" || h.Get(HeaderInitMs) != "1.500" {
+		t.Errorf("cold start %q, init ms %q; want true, 1.500", h.Get(HeaderColdStart), h.Get(HeaderInitMs))
+	}
+	if d := h.Get(HeaderDurationMs); d == "999" || d == "" || len(h.Values(HeaderDurationMs)) != 1 {
+		t.Errorf("duration %v", h.Values(HeaderDurationMs))
+	}
+	if h.Get("Content-Length") != "2" || h.Get("Transfer-Encoding") != "" || h.Get("Connection") != "" {
+		t.Errorf("framing headers: %v", h)
+	}
+	if h.Get("X-Custom") != "kept" {
+		t.Errorf("X-Custom was dropped: %v", h)
+	}
+}

@@ -217,20 +217,28 @@ func (g *Gateway) finishWith(w http.ResponseWriter, r *http.Request, t *schedule
 	}
 	act, resp := g.activation(t, id, name, arrived, res, err, l)
 	h := w.Header()
-	h.Set(HeaderColdStart, strconv.FormatBool(act.ColdStart))
+	// wisp's own headers, in one allocation (the keys are canonical). The
+	// activation id was set on arrival, and the function's own X-Wisp-*
+	// headers are not copied, so these stand.
+	own := make([]string, 3)
+	own[0] = strconv.FormatBool(act.ColdStart)
 	// X-Wisp-Init-Ms: what this call paid for an instance's start (0 when
 	// it was served warm), as OpenWhisk's initTime.
-	initMs := "0"
+	own[1] = "0"
 	if act.ColdStart && res != nil {
-		initMs = fmtMs(res.Timings.Start)
+		own[1] = fmtMs(res.Timings.Start)
 	}
-	h.Set(HeaderInitMs, initMs)
+	h[HeaderColdStart], h[HeaderInitMs] = own[0:1:1], own[1:2:2]
+	duration := func() { // set last, to count the response's making
+		own[2] = fmtMs(time.Since(arrived))
+		h[HeaderDurationMs] = own[2:3:3]
+	}
 	switch {
 	case err != nil:
-		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+		duration()
 		writeError(w, err)
 	case resp.Error != "":
-		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+		duration()
 		writeJSON(w, act.StatusCode, ErrorBody{Error: act.Error, Hint: act.Hint})
 	default:
 		for k, vs := range resp.Header {
@@ -242,14 +250,11 @@ func (g *Gateway) finishWith(w http.ResponseWriter, r *http.Request, t *schedule
 		for _, k := range []string{"Connection", "Transfer-Encoding", "Keep-Alive", "Upgrade", "Trailer"} {
 			h.Del(k)
 		}
-		h.Set(HeaderActivationID, id)
-		h.Set(HeaderColdStart, strconv.FormatBool(act.ColdStart))
-		h.Set(HeaderInitMs, initMs)
 		if h.Get("Content-Type") == "" {
 			h.Set("Content-Type", "application/octet-stream")
 		}
 		h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
-		h.Set(HeaderDurationMs, fmtMs(time.Since(arrived)))
+		duration()
 		w.WriteHeader(act.StatusCode)
 		if r.Method != http.MethodHead {
 			_, _ = w.Write(resp.Body)
