@@ -35,9 +35,6 @@ measure() {
 		END {printf "%s: %s req/s, p50 %s, p99 %s, server %.1f us/call\n", l, rps, p50, p99, (t1-t0)*1e6/hz/(rps*d)}' \
 		"$DATA/wrk.txt" | tee -a "$DATA/results"
 }
-stop() {
-	if [ -n "$SERVE" ]; then kill -TERM "$SERVE"; wait "$SERVE" || true; SERVE=""; fi
-}
 echo "== machine: $(nproc) cores, pinned to $CPUS, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 for r in $(seq "$ROUNDS"); do
 	echo "== round $r of $ROUNDS: wrk ${DUR}s per run"
@@ -45,23 +42,17 @@ for r in $(seq "$ROUNDS"); do
 		label=${build%%=*} bin=${build#*=}
 		rm -rf "$DATA/data"
 		printf 'log:\n  level: warn\n' >"$DATA/wisp.yaml"
-		$PIN "$bin" serve --data "$DATA/data" --listen "127.0.0.1:$PORT" --config "$DATA/wisp.yaml" 2>>"$DATA/serve.log" &
-		SERVE=$!
-		for _ in $(seq 100); do
-			[ -f "$DATA/data/admin.key" ] && WISP_TOKEN="$(cat "$DATA/data/admin.key")" && export WISP_TOKEN &&
-				"$bin" ls >/dev/null 2>&1 && break
-			sleep 0.1
-		done
+		start_serve "$bin" $PIN
 		"$bin" deploy -f scripts/bench/hello/function.yaml >/dev/null
 		"$bin" bench hello -n 400 -c 4 -q >/dev/null
 		measure "$label" "$WISP_URL/function/hello" "$SERVE" -H "Authorization: Bearer $WISP_TOKEN"
-		stop
+		stop_serve
 	done
 	$PIN "$WISP" bench host -f scripts/bench/hello/function.yaml --listen "127.0.0.1:$DIRECT" 2>/dev/null &
 	SERVE=$!
 	for _ in $(seq 100); do curl -sf "http://127.0.0.1:$DIRECT/" >/dev/null && break; sleep 0.1; done
 	measure "bare host" "http://127.0.0.1:$DIRECT/" "$SERVE"
-	stop
+	stop_serve
 done
 echo "== medians over $ROUNDS rounds"
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

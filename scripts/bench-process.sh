@@ -20,15 +20,9 @@ DUR="${1:-10}"
 COLD_N="${2:-300}"
 . scripts/bench-common.sh
 serve() { # serve PROVISIONED ZYGOTE
-	if [ -n "$SERVE" ]; then kill -TERM "$SERVE"; wait "$SERVE" || true; fi
+	stop_serve
 	printf 'log:\n  level: warn\nprocess:\n  provisioned: %s\n  zygote: %s\ncontainer:\n  provisioned: 0\n' "$1" "$2" >"$DATA/wisp.yaml"
-	"$WISP" serve --data "$DATA/data" --listen "127.0.0.1:$PORT" --config "$DATA/wisp.yaml" 2>>"$DATA/serve.log" &
-	SERVE=$!
-	for _ in $(seq 100); do
-		[ -f "$DATA/data/admin.key" ] && WISP_TOKEN="$(cat "$DATA/data/admin.key")" && export WISP_TOKEN &&
-			"$WISP" ls >/dev/null 2>&1 && break
-		sleep 0.1
-	done
+	start_serve "$WISP"
 	"$WISP" deploy -f scripts/bench/hello/function.yaml >/dev/null
 	"$WISP" deploy -f scripts/bench/hello-cold/function.yaml >/dev/null
 }

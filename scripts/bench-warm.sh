@@ -30,30 +30,21 @@ measure() {
 		tee -a "$DATA/results"
 }
 serve() { # serve PIPELINE_DEPTH
-	stop
+	stop_serve
 	printf 'log:\n  level: warn\nexecution:\n  pipeline_depth: %s\n' "$1" >"$DATA/wisp.yaml"
-	"$WISP" serve --data "$DATA/data" --listen "127.0.0.1:$PORT" --config "$DATA/wisp.yaml" 2>>"$DATA/serve.log" &
-	SERVE=$!
-	for _ in $(seq 100); do
-		[ -f "$DATA/data/admin.key" ] && WISP_TOKEN="$(cat "$DATA/data/admin.key")" && export WISP_TOKEN &&
-			"$WISP" ls >/dev/null 2>&1 && break
-		sleep 0.1
-	done
+	start_serve "$WISP"
 	"$WISP" deploy -f scripts/bench/hello/function.yaml >/dev/null
 	# Four instances warm, and the pool has measured its calls.
 	"$WISP" bench hello -n 400 -c 4 -q >/dev/null
 }
-stop() {
-	if [ -n "$SERVE" ]; then kill -TERM "$SERVE"; wait "$SERVE" || true; SERVE=""; fi
-}
 host() {
-	stop
+	stop_serve
 	"$WISP" bench host -f scripts/bench/hello/function.yaml --listen "127.0.0.1:$DIRECT" 2>/dev/null &
 	SERVE=$!
 	for _ in $(seq 100); do curl -sf "http://127.0.0.1:$DIRECT/" >/dev/null && break; sleep 0.1; done
 }
 pyserver() {
-	stop
+	stop_serve
 	/usr/bin/python3 scripts/bench/pyserver/server.py "$DIRECT" &
 	SERVE=$!
 	for _ in $(seq 100); do curl -sf "http://127.0.0.1:$DIRECT/" >/dev/null && break; sleep 0.1; done
@@ -70,7 +61,7 @@ for r in $(seq "$ROUNDS"); do
 	for c in 1 32; do measure "C bare host" "http://127.0.0.1:$DIRECT/" "$c"; done
 	pyserver
 	for c in 1 32; do measure "D Python server alone" "http://127.0.0.1:$DIRECT/" "$c"; done
-	stop
+	stop_serve
 done
 echo "== medians over $ROUNDS rounds (ratio to the bare host's median)"
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
