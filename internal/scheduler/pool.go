@@ -82,10 +82,6 @@ type pool struct {
 	// instance (execN samples so far): pipelining is for short calls.
 	execAvg time.Duration
 	execN   int
-	// reported is the last count of instances per state given to
-	// Observer.InstancesChanged (valid once notified is set).
-	reported [3]int
-	notified bool
 }
 
 // newPool returns the pool of t. It is called with s.mu held (poolFor), so it
@@ -669,15 +665,8 @@ func (p *pool) stats() Stats {
 	}
 }
 
-// notifyLocked reports the count of instances per state when it changed
-// since the last report (most calls change none: their instance was busy
-// already, or is still busy with queued calls).
 func (p *pool) notifyLocked() {
-	f := p.s.obs.InstancesChanged
-	counts := [3]int{p.starting, len(p.all) - p.busyN, p.busyN}
-	if f == nil || (p.notified && counts == p.reported) {
-		return
+	if f := p.s.obs.InstancesChanged; f != nil {
+		f(p.target.Name, p.starting, len(p.all)-p.busyN, p.busyN)
 	}
-	p.reported, p.notified = counts, true
-	f(p.target.Name, counts[0], counts[1], counts[2])
 }
