@@ -88,7 +88,6 @@ type Conn struct {
 	fifo        []*call // serial hosts: calls sent and not yet answered, oldest (running) first
 	fifoBytes   int     // the frames' sizes of the calls in fifo
 	pipeRoom    int     // bytes of frames the request pipe always holds (pipeRoomOf): queued frames must fit, so a write never blocks
-	pipeKnown   bool    // w is a pipe whose capacity the kernel reported
 	kill        func()  // stops the host when an abandoned call overruns (SetKill)
 	err         error   // why the channel broke; set once, never cleared
 	readyClosed bool
@@ -156,8 +155,8 @@ func NewConn(w io.WriteCloser, r io.ReadCloser, opts ConnOptions) *Conn {
 		done:      make(chan struct{}),
 		pending:   make(map[uint64]*call),
 	}
-	pipeCap, known := pipeCapacity(w)
-	c.pipeRoom, c.pipeKnown = pipeRoomOf(pipeCap), known
+	pipeCap, _ := pipeCapacity(w)
+	c.pipeRoom = pipeRoomOf(pipeCap)
 	return c
 }
 
@@ -567,10 +566,6 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 	frame := c.wbuf.Bytes()
 	putPrefix(frame, hlen, len(req.Body))
 
-	// fits: the write cannot block, because the frames of every call in
-	// flight, this one's too, fit in the pipe at once (serial channels
-	// only: the Conn knows those calls).
-	fits := false
 	if serial {
 		// Queue it in fifo, unless the calls queued already fill the pipe
 		// (its write could then block behind the running call).
@@ -580,11 +575,17 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 		}
 		now := time.Now()
 		c.mu.Lock()
+		if c.err != nil {
+			// It broke since RoundTrip looked: fifo no longer counts what
+			// is in the pipe.
+			err := c.err
+			c.mu.Unlock()
+			return notStarted(id, err)
+		}
 		if len(c.fifo) > 0 && c.fifoBytes+size > c.pipeRoom {
 			c.mu.Unlock()
 			return notStarted(id, errChannelFull)
 		}
-		fits = c.pipeKnown && c.fifoBytes+size <= c.pipeRoom
 		cl.size, cl.sent = size, now
 		c.fifoBytes += size
 		if hasDL {
@@ -598,11 +599,12 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 	}
 
 	// Let ctx interrupt a write that blocks on a full pipe (a host busy
-	// with other calls, a large body). A write that fits needs no guard
-	// (which costs an allocation and a registration per call).
+	// with other calls, a large body). Even a frame that fits by fifo's
+	// count is guarded: fifo trusts the host's answers, and function code
+	// in the host can forge answers or stop reading.
 	var stop func() bool
 	var fired chan struct{}
-	if d, ok := c.w.(deadliner); ok && ctx.Done() != nil && !fits {
+	if d, ok := c.w.(deadliner); ok && ctx.Done() != nil {
 		fired = make(chan struct{})
 		stop = context.AfterFunc(ctx, func() {
 			_ = d.SetWriteDeadline(aLongTimeAgo)

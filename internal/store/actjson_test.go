@@ -119,6 +119,25 @@ func TestActivationJSON(t *testing.T) {
 	}
 }
 
+// A start outside the years json.Unmarshal takes (0-9999) is stored as the
+// zero time, so the record (and every list page that reaches it) stays
+// readable.
+func TestActivationJSONYearRange(t *testing.T) {
+	for _, start := range []time.Time{
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 12, 31, 0, 0, 0, 0, time.UTC),
+	} {
+		a := Activation{ID: "x", Function: "f", Start: start}
+		var back Activation
+		if err := json.Unmarshal(a.appendJSON(nil), &back); err != nil {
+			t.Fatalf("start %v: %v", start, err)
+		}
+		if !back.Start.IsZero() || back.Function != "f" {
+			t.Errorf("start %v: decoded %+v", start, back)
+		}
+	}
+}
+
 // NaN and infinities, which json.Marshal refuses, are stored as 0.
 func TestActivationJSONNonFinite(t *testing.T) {
 	a := Activation{ID: "x", DurationMs: math.NaN(), EnergyJ: math.Inf(-1), Timings: map[string]float64{"run": math.Inf(1), "queue": 2}}
