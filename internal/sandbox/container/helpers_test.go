@@ -80,7 +80,16 @@ func testBackend(t testing.TB, mod ...func(*Options)) *Backend {
 			t.Errorf("left behind in namespace %s: %s", opts.Namespace, left)
 		}
 		if cg, err := b.cgroups(); err == nil {
-			_ = cg.Destroy()
+			// runc removes a container's own cgroup a moment after its
+			// task is gone: until then the parent cannot be removed.
+			deadline := time.Now().Add(5 * time.Second)
+			for err := cg.Destroy(); err != nil; err = cg.Destroy() {
+				if time.Now().After(deadline) {
+					t.Logf("left behind: the test's cgroup parent %s: %v", opts.CgroupParent, err)
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		}
 	})
 	return b
