@@ -392,6 +392,10 @@ func (s *Store) writeActivations(batch []*Activation) error {
 		if err != nil {
 			return err
 		}
+		// last is the greatest id in the bucket: a record with a greater
+		// one is new (ids are UUIDv7, increasing), so it needs no lookup.
+		last, _ := acts.Cursor().Last()
+		last = bytes.Clone(last)
 		for _, a := range batch {
 			if a.ID == "" || len(a.ID) > maxIDLen {
 				s.opts.Logger.Error("activation record dropped: bad id", "id", truncate(a.ID), "function", a.Function)
@@ -403,7 +407,10 @@ func (s *Store) writeActivations(batch []*Activation) error {
 			buf = a.appendJSON(buf)
 			v := buf[n:len(buf):len(buf)]
 			key := []byte(a.ID)
-			if old := acts.Get(key); old != nil {
+			if bytes.Compare(key, last) > 0 {
+				count++
+				last = key
+			} else if old := acts.Get(key); old != nil {
 				if fn := functionOf(old); fn != a.Function {
 					if err := idx.Delete(idxKey(fn, a.ID)); err != nil {
 						return err

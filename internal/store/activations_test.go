@@ -444,3 +444,59 @@ func TestActivationBadRecords(t *testing.T) {
 		t.Fatalf("committed %v, count %d", ids, count)
 	}
 }
+
+// A record written again under its id replaces the old one: the count
+// stays, and the index follows a changed function. Covered for the newest
+// id (which the writer takes as new without a lookup only when it is
+// greater than every stored one) and an older one, in one batch and across
+// batches.
+func TestActivationRerecorded(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		sameBatch  bool
+		rewriteOld bool // rewrite an older id rather than the newest
+	}{
+		{"newest, same batch", true, false},
+		{"newest, later batch", false, false},
+		{"older, same batch", true, true},
+		{"older, later batch", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, _ := openStore(t, Options{FlushInterval: time.Hour, BatchSize: 1000})
+			ids := []string{NewActivationID(), NewActivationID(), NewActivationID()}
+			for _, id := range ids {
+				s.RecordActivation(&Activation{ID: id, Function: "f", State: "queued"})
+			}
+			if !tc.sameBatch {
+				if err := s.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			target := ids[2]
+			if tc.rewriteOld {
+				target = ids[0]
+			}
+			s.RecordActivation(&Activation{ID: target, Function: "g", State: "succeeded"})
+			if err := s.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got, index, count := committed(t, s)
+			if count != 3 || len(got) != 3 || len(index) != 3 {
+				t.Fatalf("records %v, index %q, count %d; want 3 each", got, index, count)
+			}
+			want := map[string]bool{"f\x00" + ids[0]: true, "f\x00" + ids[1]: true, "f\x00" + ids[2]: true}
+			delete(want, "f\x00"+target)
+			want["g\x00"+target] = true
+			for _, k := range index {
+				if !want[k] {
+					t.Errorf("index key %q; want one of %v", k, want)
+				}
+			}
+			a, err := s.GetActivation(ctx, target)
+			if err != nil || a.State != "succeeded" || a.Function != "g" {
+				t.Fatalf("rewritten record %+v, %v", a, err)
+			}
+		})
+	}
+}
