@@ -148,8 +148,8 @@ type Execution struct {
 	// PipelineMaxWait bounds the wait of a call queued inside an instance:
 	// it may queue only while the calls ahead of it, times the function's
 	// average call time, plus how long the running call has run so far,
-	// take at most this long. Functions whose calls
-	// take longer than this are never pipelined.
+	// take at most this long. Functions whose calls take longer than this
+	// are never pipelined.
 	PipelineMaxWait function.Duration `yaml:"pipeline_max_wait" json:"pipeline_max_wait"`
 }
 

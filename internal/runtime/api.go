@@ -36,8 +36,8 @@
 // WISP_CONCURRENCY 1) serves them one at a time in the order sent and skips
 // one whose Deadline passed while it waited (a Skipped response), so the
 // worker may queue calls in it on purpose (pipelining) and knows that every
-// call behind the oldest unanswered one has not started. A host exits 0 when fd 3 reaches end
-// of input or on SIGTERM. Nothing in a host stops a handler that runs too
+// call behind the oldest unanswered one has not started. A host exits 0
+// when fd 3 reaches end of input or on SIGTERM. Nothing in a host stops a handler that runs too
 // long (except exec's per-call kill): the worker's context ends, RoundTrip
 // returns errdefs.ErrTimeout, and the backend kills the instance.
 //

@@ -539,15 +539,13 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 		Query:        req.RawQuery,
 		Headers:      req.Header,
 	}
+	now := time.Now() // one reading for the timeout, the deadline and fifo
 	dl, hasDL := ctx.Deadline()
 	serial := c.serial.Load()
 	if hasDL {
-		left := time.Until(dl)
-		hdr.TimeoutMS = max(left.Milliseconds(), 1)
+		hdr.TimeoutMS = max(dl.Sub(now).Milliseconds(), 1)
 		if serial {
-			if now := monotonicNow(); now > 0 {
-				hdr.Deadline = now + int64(left)
-			}
+			hdr.Deadline = monotonicAt(dl)
 		}
 	}
 	// Reserve the prefix, encode the header after it, then fill it in.
@@ -573,7 +571,6 @@ func (c *Conn) send(ctx context.Context, cl *call, req *sandbox.Request) error {
 		if big {
 			size += len(req.Body)
 		}
-		now := time.Now()
 		c.mu.Lock()
 		if c.err != nil {
 			// It broke since RoundTrip looked: fifo no longer counts what
@@ -898,16 +895,17 @@ func (c *Conn) Close() error {
 	return c.closeErr
 }
 
-// monotonicNow reads CLOCK_MONOTONIC in nanoseconds: the clock a host
+// monotonicAt is t on CLOCK_MONOTONIC in nanoseconds: the clock a host
 // compares a request's Deadline with (Python's time.monotonic_ns). It is
 // the clock of Go's monotonic readings too, so one ClockGettime system call
-// at start-up gives the offset, and every later reading is time.Since's
-// (vDSO) rather than a system call per call; 0 when the clock is not there.
-func monotonicNow() int64 {
+// at start-up gives the offset, and t (a reading with its monotonic part,
+// such as a context's deadline) needs no clock reading at all; 0 when the
+// clock is not there.
+func monotonicAt(t time.Time) int64 {
 	if monoBase == 0 {
 		return 0
 	}
-	return monoBase + int64(time.Since(monoAt))
+	return monoBase + int64(t.Sub(monoAt))
 }
 
 var monoBase, monoAt = func() (int64, time.Time) {
